@@ -1,0 +1,1 @@
+"""The L2P method in plain torch (no ComfyUI import): Detailer Heads, checkpoint layouts, configuration."""

