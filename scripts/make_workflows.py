@@ -1,0 +1,123 @@
+"""Write each shipped workflow twice from one definition: UI format (workflows/, what the template browser
+and users open) and API format (tests/workflows/, what tests and the demo queue). Run after editing a graph:
+
+    python -m scripts.make_workflows
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass, field
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+UI_DIR = REPO / "workflows"
+API_DIR = REPO / "tests" / "workflows"
+
+# Output types of the node slots used below (UI links carry the type).
+OUTPUTS: dict[str, list[tuple[str, str]]] = {
+    "CLIPLoader": [("CLIP", "CLIP")],
+    "L2PTextEncoderLoader": [("CLIP", "CLIP")],
+    "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
+    "L2PModelLoader": [("MODEL", "MODEL")],
+    "ModelSamplingAuraFlow": [("MODEL", "MODEL")],
+    "L2PEmptyImage": [("LATENT", "LATENT")],
+    "KSampler": [("LATENT", "LATENT")],
+    "VAELoader": [("VAE", "VAE")],
+    "VAEDecode": [("IMAGE", "IMAGE")],
+    "SaveImage": [],
+}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    widgets: dict = field(default_factory=dict)  # in the node's widget order
+    links: dict[str, tuple[int, int]] = field(default_factory=dict)  # input name -> (node id, output slot)
+    title: str | None = None
+    pos: tuple[int, int] = (0, 0)
+
+
+def to_api(nodes: list[Node]) -> dict:
+    api = {}
+    for n in nodes:
+        inputs = {k: v for k, v in n.widgets.items() if k != "control_after_generate"}
+        inputs.update({k: [str(src), slot] for k, (src, slot) in n.links.items()})
+        api[str(n.id)] = {"class_type": n.type, "inputs": inputs, "_meta": {"title": n.title or n.type}}
+    return api
+
+
+def to_ui(nodes: list[Node]) -> dict:
+    links, ui_nodes = [], []
+    out_links: dict[tuple[int, int], list[int]] = {}
+    for n in nodes:
+        for name, (src, slot) in n.links.items():
+            link_id = len(links) + 1
+            src_type = OUTPUTS[next(m.type for m in nodes if m.id == src)][slot][1]
+            links.append([link_id, src, slot, n.id, list(n.links).index(name), src_type])
+            out_links.setdefault((src, slot), []).append(link_id)
+    for order, n in enumerate(nodes):
+        ui_nodes.append({
+            "id": n.id, "type": n.type, "pos": list(n.pos), "size": [320, 110], "flags": {}, "order": order,
+            "mode": 0,
+            "inputs": [{"name": name, "type": next(link[5] for link in links if link[3] == n.id and link[4] == i),
+                        "link": next(link[0] for link in links if link[3] == n.id and link[4] == i)}
+                       for i, name in enumerate(n.links)],
+            "outputs": [{"name": name, "type": typ, "links": out_links.get((n.id, slot), []), "slot_index": slot}
+                        for slot, (name, typ) in enumerate(OUTPUTS[n.type])],
+            "properties": {"Node name for S&R": n.type},
+            "widgets_values": list(n.widgets.values()),
+            **({"title": n.title} if n.title else {}),
+        })
+    return {"last_node_id": max(n.id for n in nodes), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+            "version": 0.4}
+
+
+def text_to_image(*, clip: Node, model_file: str, prompt: str, steps: int, cfg: float, shift: float,
+                  width: int, height: int, batch: int, seed: int, prefix: str) -> list[Node]:
+    """The L2P text-to-image graph: stock nodes everywhere except the loader and the empty image."""
+    return [
+        clip,
+        Node(2, "CLIPTextEncode", {"text": prompt}, {"clip": (1, 0)}, "Positive prompt", (420, 40)),
+        Node(3, "CLIPTextEncode", {"text": ""}, {"clip": (1, 0)}, "Negative prompt (empty)", (420, 260)),
+        Node(4, "L2PModelLoader", {"ckpt_name": model_file, "weight_dtype": "default"}, pos=(20, 420)),
+        Node(5, "ModelSamplingAuraFlow", {"shift": shift}, {"model": (4, 0)}, pos=(420, 460)),
+        Node(6, "L2PEmptyImage", {"width": width, "height": height, "batch_size": batch}, {"model": (4, 0)},
+             pos=(420, 600)),
+        Node(7, "KSampler", {"seed": seed, "control_after_generate": "fixed", "steps": steps, "cfg": cfg,
+                             "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0},
+             {"model": (5, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (6, 0)}, pos=(820, 200)),
+        Node(8, "VAELoader", {"vae_name": "pixel_space"}, pos=(820, 560)),
+        Node(9, "VAEDecode", {}, {"samples": (7, 0), "vae": (8, 0)}, pos=(1180, 200)),
+        Node(10, "SaveImage", {"filename_prefix": prefix}, {"images": (9, 0)}, pos=(1420, 200)),
+    ]
+
+
+PROMPT = ("A red fox sitting in fresh snow at the edge of a pine forest at dawn, soft golden light, fine fur "
+          "detail, shallow depth of field, photograph")
+
+WORKFLOWS: dict[str, list[Node]] = {
+    "l2p_zimage_1k": text_to_image(
+        clip=Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
+                  pos=(20, 120)),
+        model_file="model-1k-merge.safetensors", prompt=PROMPT, steps=30, cfg=2.0, shift=3.0,
+        width=1024, height=1024, batch=1, seed=42, prefix="L2P/zimage_1k"),
+    "l2p_tiny_demo": text_to_image(
+        clip=Node(1, "L2PTextEncoderLoader", {"text_encoder_name": "l2p-tiny-qwen3.safetensors"}, pos=(20, 120)),
+        model_file="l2p-tiny-demo.safetensors", prompt=PROMPT, steps=8, cfg=2.0, shift=3.0,
+        width=256, height=256, batch=2, seed=42, prefix="L2P/tiny_demo"),
+}
+
+
+def main() -> None:
+    API_DIR.mkdir(parents=True, exist_ok=True)
+    for name, nodes in WORKFLOWS.items():
+        (UI_DIR / f"{name}.json").write_text(json.dumps(to_ui(nodes), indent=2) + "\n")
+        (API_DIR / f"{name}.api.json").write_text(json.dumps(to_api(nodes), indent=2) + "\n")
+        print(f"wrote workflows/{name}.json and tests/workflows/{name}.api.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up everything (scripts/setup.sh) and run every test: unit, parity, real-ComfyUI server tests.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$repo/scripts/setup.sh"
+venv="${L2P_VENV:-$repo/.venv}"
+cd "$repo"
+"$venv/bin/ruff" check .
+exec "$venv/bin/python" -m pytest "$@"
