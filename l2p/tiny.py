@@ -18,7 +18,7 @@ from .head import build_head
 
 # ComfyUI's NextDiT needs dim >= 256 (its timestep width); head size 64 keeps RoPE axes (16, 24, 24).
 TINY_L2P = {"dim": 256, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 4, "cap_feat_dim": 64, "patch_size": 16}
-TINY_QWEN3 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+TINY_QWEN3 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 2,
               "num_key_value_heads": 1, "head_dim": 32}
 
 
@@ -89,3 +89,17 @@ def save_safetensors_atomic(sd: Mapping[str, torch.Tensor], path: str, metadata:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+DEMO_L2P_FILE = "l2p-tiny-demo.safetensors"
+DEMO_TE_FILE = "l2p-tiny-qwen3.safetensors"
+
+
+def write_demo_models(models_dir: str, seed: int = 0) -> tuple[str, str]:
+    """The demo's embedded models, rebuilt bit-identically from their seed: ``l2p/`` and ``text_encoders/``."""
+    trunk, head = tiny_l2p(seed=seed)
+    l2p_path = os.path.join(models_dir, "l2p", DEMO_L2P_FILE)
+    te_path = os.path.join(models_dir, "text_encoders", DEMO_TE_FILE)
+    save_safetensors_atomic(official_state_dict(trunk, head), l2p_path, metadata={"l2p.seed": str(seed)})
+    save_safetensors_atomic(tiny_qwen3_state_dict(seed=seed), te_path, dtype=torch.float16)
+    return l2p_path, te_path

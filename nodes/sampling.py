@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import comfy.model_management
-import nodes as comfy_nodes
 import torch
 from comfy_api.latest import io
+
+import nodes as comfy_nodes
 
 from ..l2p.head import head_multiple
 

@@ -48,6 +48,9 @@ def qwen3_config_from_shapes(sd: dict[str, torch.Tensor]) -> dict:
         raise ValueError(f"not a Qwen3 text encoder (missing {e.args[0]}): pick a Qwen3-architecture "
                          "safetensors file") from None
     layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("model.layers."))
+    if layers < 3:
+        raise ValueError(f"the text encoder has {layers} layers; Z-Image conditioning reads the second-to-last "
+                         "hidden state, so at least 3 are needed")
     return {"vocab_size": emb.shape[0], "hidden_size": emb.shape[1], "intermediate_size": inter,
             "num_hidden_layers": layers, "num_attention_heads": q // head_dim, "num_key_value_heads": kv // head_dim,
             "head_dim": head_dim}

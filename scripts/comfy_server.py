@@ -74,26 +74,20 @@ class PromptRejected(RuntimeError):
 
     @property
     def text(self) -> str:
-        """One readable string with the top-level error and every node error (type, message, details)."""
-        parts: list[str] = []
-        if isinstance(self.error, dict):
-            parts.append(
-                f"{self.error.get('type', '')}: {self.error.get('message', '')} {self.error.get('details', '')}"
-            )
-        elif self.error:
-            parts.append(str(self.error))
+        """Readable one-liner: the top-level error, then each node error as ``node ID (Class): type: msg [details]``."""
+        parts = [_describe_error(self.error)] if self.error else []
         for node_id, entry in (self.node_errors or {}).items():
             class_type = entry.get("class_type", "?") if isinstance(entry, dict) else "?"
             errors = entry.get("errors", []) if isinstance(entry, dict) else [entry]
-            for err in errors:
-                if isinstance(err, dict):
-                    parts.append(
-                        f"node {node_id} ({class_type}): {err.get('type', '')}: {err.get('message', '')}"
-                        f" {err.get('details', '')}".rstrip()
-                    )
-                else:
-                    parts.append(f"node {node_id} ({class_type}): {err}")
-        return f"prompt rejected (HTTP {self.status}): " + "; ".join(p.strip() for p in parts if p.strip())
+            parts.extend(f"node {node_id} ({class_type}): {_describe_error(err)}" for err in errors)
+        return f"prompt rejected (HTTP {self.status}): " + "; ".join(parts)
+
+
+def _describe_error(err: Any) -> str:
+    if not isinstance(err, dict):
+        return str(err)
+    details = err.get("details") or ""
+    return f"{err.get('type', '')}: {err.get('message', '')}" + (f" [{details}]" if details else "")
 
 
 @dataclass
@@ -160,6 +154,8 @@ class ComfyServer:
         startup_timeout: float = 120.0,
     ) -> None:
         self.comfy_dir = pathlib.Path(comfy_dir) if comfy_dir else comfyui_home()
+        if not (self.comfy_dir / "main.py").is_file():
+            raise ComfyServerError(f"no ComfyUI at {self.comfy_dir}: run scripts/setup.sh or set COMFYUI_PATH")
         self.pack = pathlib.Path(pack).resolve() if pack is not None else None
         self.python = python
         self.cpu = cpu
@@ -179,10 +175,12 @@ class ComfyServer:
         self.port = 0
         self.client_id = uuid.uuid4().hex
         self.startup_seconds = 0.0
+        self._started_at = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self._final_log: str | None = None
         self._layout()
+        atexit.register(self.stop)  # removes the temp base even if start() is never reached or fails
 
     # ----------------------------------------------------------------------------------------------- lifecycle
 
@@ -229,8 +227,6 @@ class ComfyServer:
         """Start the server and block until it answers (bounded by startup_timeout); retry if the port was taken."""
         if self.running:
             return self
-        if not (self.comfy_dir / "main.py").is_file():
-            raise ComfyServerError(f"no ComfyUI at {self.comfy_dir}: run scripts/setup.sh or set COMFYUI_PATH")
         for attempt in range(3):
             self.port = free_port()
             self._spawn()
@@ -263,7 +259,6 @@ class ComfyServer:
             env=env,
             start_new_session=True,  # a Ctrl-C in pytest reaches us, not the server: we stop it ourselves
         )
-        atexit.register(self.stop)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -356,7 +351,8 @@ class ComfyServer:
         except urllib.error.HTTPError as err:
             status, raw = err.code, err.read()
         except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-            raise ComfyServerError(f"{method} {path} failed: {err}\n{self.log_tail()}") from err
+            state = "running" if self.running else f"exited with code {self._proc.returncode if self._proc else None}"
+            raise ComfyServerError(f"{method} {path} failed: {err} (ComfyUI {state})\n{self.log_tail()}") from err
         try:
             return status, json.loads(raw) if raw else None
         except json.JSONDecodeError:
