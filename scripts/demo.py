@@ -1,8 +1,11 @@
 """Run an API-format ComfyUI workflow on a fresh headless ComfyUI with this pack loaded; collect the PNGs.
 
-Skeleton: ``run_workflow`` is the reusable part; the demo's own workflows and model choices come later.
+With no arguments this is the README's main job: the shipped tiny-demo workflow on the embedded default
+model (a tiny L2P model and Qwen3 text encoder of the real architectures, rebuilt from their seed by
+``l2p.tiny.write_demo_models``), images written to demo_output/.
 
-    python -m scripts.demo --workflow workflows/x_api.json --model l2p=/path/model.safetensors --out demo_output
+    python -m scripts.demo
+    python -m scripts.demo --workflow my_api.json --model l2p=/path/model.safetensors --out demo_output
 """
 
 from __future__ import annotations
@@ -12,12 +15,24 @@ import json
 import pathlib
 import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from scripts.comfy_server import ComfyServer, ComfyServerError, PromptRejected
 
-DEFAULT_OUT = pathlib.Path("demo_output")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "demo_output"
+DEFAULT_WORKFLOW = REPO / "tests" / "workflows" / "l2p_tiny_demo.api.json"
+
+
+def embedded_models(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+    """The embedded default model files, written into ``folder`` as models/<kind>/ entries."""
+    from l2p.tiny import write_demo_models
+
+    l2p_path, te_path = write_demo_models(str(folder))
+    return {"l2p": [pathlib.Path(l2p_path)], "text_encoders": [pathlib.Path(te_path)]}
 
 
 def run_workflow(
@@ -72,7 +87,8 @@ def _parse_models(specs: Sequence[str]) -> dict[str, list[pathlib.Path]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--workflow", type=pathlib.Path, required=True, help="API-format workflow JSON")
+    parser.add_argument("--workflow", type=pathlib.Path, default=DEFAULT_WORKFLOW,
+                        help="API-format workflow JSON (default: the tiny demo on the embedded model)")
     parser.add_argument(
         "--model",
         action="append",
@@ -93,11 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, json.JSONDecodeError) as err:
         print(f"error: cannot read workflow {args.workflow}: {err}", file=sys.stderr)
         return 2
+    tmp = tempfile.TemporaryDirectory(prefix="l2p_demo_models_")
+    models = _parse_models(args.model) if args.model else embedded_models(pathlib.Path(tmp.name))
+    started = time.monotonic()
     try:
         pngs = run_workflow(
             workflow,
             args.out,
-            _parse_models(args.model),
+            models,
             timeout=args.timeout,
             cpu=not args.gpu,
             link_models=not args.copy_models,
@@ -105,8 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PromptRejected, ComfyServerError, RuntimeError, TimeoutError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        tmp.cleanup()
     for png in pngs:
         print(png)
+    print(f"{len(pngs)} image(s) in {args.out} ({time.monotonic() - started:.0f} s including ComfyUI start-up)")
     return 0
 
 
