@@ -1,0 +1,45 @@
+"""The pack's contract with its surroundings: importable without ComfyUI, l2p/ free of ComfyUI, metadata."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+import tomllib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_pack_imports_outside_comfyui():
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('pack', {str(REPO / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(REPO)!r}])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['pack'] = m; spec.loader.exec_module(m)\n"
+        "import pack.l2p.layouts, pack.l2p.head\n"
+        "assert m.WEB_DIRECTORY == './js' and not hasattr(m, 'comfy_entrypoint')\n"
+        "assert not any(k == 'comfy' or k.startswith(('comfy.', 'comfy_api')) for k in sys.modules), 'comfy imported'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_l2p_never_imports_comfyui():
+    for path in (REPO / "l2p").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            assert not [n for n in names if n.split(".")[0] in ("comfy", "comfy_api", "folder_paths", "nodes")], path
+
+
+def test_pyproject_metadata():
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    comfy = meta["tool"]["comfy"]
+    assert {"PublisherId", "DisplayName", "Icon"} <= set(comfy) and comfy["requires-comfyui"] == ">=0.3.75"
+    project = meta["project"]
+    every = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    assert not [d for d in every if d.split(">")[0].split("=")[0].strip().lower() in ("torch", "torchvision", "comfy")]
+    assert all(">=" in d and "==" not in d and "<" not in d for d in every), every
+    assert not [d for d in project["dependencies"] if d.startswith(("accelerate", "diffusers"))]
