@@ -25,7 +25,7 @@ from ..l2p.head import build_head, head_multiple
 from ..l2p.layouts import L2PConfig, check_l2p, infer_config, strip_prefix, to_comfy_layout
 
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
-MEMORY_USAGE_FACTOR = 0.06
+MEMORY_USAGE_FACTOR = 0.07
 
 
 class L2PPixels(comfy.latent_formats.ChromaRadiance):
