@@ -20,7 +20,9 @@ def side_multiple(model) -> int:
     if model is None:
         return DEFAULT_MULTIPLE
     dit = model.model.diffusion_model
-    return math.lcm(dit.patch_size, head_multiple(getattr(dit, "head_variant", "1k")))
+    patch = getattr(dit, "patch_size", 1)
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    return math.lcm(int(patch), head_multiple(getattr(dit, "head_variant", "1k")))
 
 
 def check_sides(width: int, height: int, multiple: int) -> None:
