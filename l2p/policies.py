@@ -1,0 +1,84 @@
+"""Trainable-set policies: which official-layout parameters an L2P fine-tune updates (the rest stay frozen).
+
+* ``paper``    -- what the paper describes: the input projection, the first and last main block, the head.
+* ``official`` -- what the released code trains (``freeze_except`` freezes ``layers[5:-5]``): everything
+  except the middle main blocks, i.e. embedders, pad tokens, both refiners, blocks 0-4 and the last 5, head.
+* ``custom:<ranges>`` -- input projection, head and the listed main blocks, e.g. ``custom:0-2,27-29``.
+
+l2p-technical.md §1.1 and §1.6.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+POLICIES = ("paper", "official")
+_BLOCK = re.compile(r"^layers\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    policy: str
+    trainable: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+    def __str__(self) -> str:
+        return f"{self.policy}: {self.trainable:,} of {self.total:,} parameters trainable ({self.fraction:.1%})"
+
+
+def parse_ranges(text: str, n_layers: int) -> set[int]:
+    """``"0-4,25-29"`` -> {0..4, 25..29}; negative numbers count from the end (``-1`` is the last block)."""
+    blocks: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"(-?\d+)(?:\s*-\s*(-?\d+))?", part) if not part.startswith("--") else None
+        if m is None:
+            raise ValueError(f"bad block range {part!r}: write ranges like 0-4,25-29 or -1")
+        lo = int(m.group(1)) % n_layers if int(m.group(1)) < 0 else int(m.group(1))
+        hi = lo if m.group(2) is None else (int(m.group(2)) % n_layers if int(m.group(2)) < 0 else int(m.group(2)))
+        if not 0 <= lo <= hi < n_layers:
+            raise ValueError(f"block range {part!r} is outside 0-{n_layers - 1}: this model has {n_layers} blocks")
+        blocks.update(range(lo, hi + 1))
+    return blocks
+
+
+def trained_blocks(policy: str, n_layers: int) -> set[int]:
+    if policy == "paper":
+        return {0, n_layers - 1}
+    if policy == "official":
+        return set(range(n_layers)) - set(range(5, n_layers - 5))
+    if policy.startswith("custom:"):
+        return parse_ranges(policy[len("custom:"):], n_layers)
+    raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)} or custom:<ranges>")
+
+
+def is_trainable(name: str, policy: str, n_layers: int) -> bool:
+    """Whether an official-layout parameter name is trained under ``policy``."""
+    if name.startswith(("all_x_embedder.", "local_decoder.")):
+        return True
+    m = _BLOCK.match(name)
+    if m:
+        return int(m.group(1)) in trained_blocks(policy, n_layers)
+    return policy == "official"  # refiners, t/cap embedders, pad tokens: trained by the released code only
+
+
+def trainable_names(names: Iterable[str], policy: str, n_layers: int) -> set[str]:
+    trained_blocks(policy, n_layers)  # validate once, even for models without blocks
+    return {n for n in names if is_trainable(n, policy, n_layers)}
+
+
+def report(shapes: Mapping[str, Iterable[int]], policy: str, n_layers: int) -> PolicyReport:
+    """Parameter counts of a policy over official-layout ``name -> shape`` (meta tensors' shapes work)."""
+    def numel(shape: Iterable[int]) -> int:
+        n = 1
+        for s in shape:
+            n *= int(s)
+        return n
+
+    chosen = trainable_names(shapes, policy, n_layers)
+    return PolicyReport(policy, sum(numel(shapes[n]) for n in chosen), sum(numel(s) for s in shapes.values()))
