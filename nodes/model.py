@@ -22,7 +22,7 @@ from comfy.ldm.lumina.model import NextDiT
 from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
 
 from ..l2p.head import build_head, head_multiple
-from ..l2p.layouts import L2PConfig, check_l2p, infer_config, strip_prefix, to_comfy_layout
+from ..l2p.layouts import L2PConfig, infer_config, strip_prefix, to_comfy_layout
 
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
 MEMORY_USAGE_FACTOR = 0.07
@@ -160,8 +160,7 @@ def load_l2p_state_dict(sd: dict, dtype: torch.dtype | None = None, metadata: di
         if model is None:
             raise ValueError("this ComfyUI could not detect the model type: update ComfyUI or the checkpoint")
         return model
-    sd = to_comfy_layout(sd)
-    check_l2p(sd)
+    sd = to_comfy_layout(sd)  # checks the file is L2P, then converts the keys once
     register_with_stock_loader()
     model = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype} if dtype else {},
                                                      metadata=metadata)

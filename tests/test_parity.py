@@ -23,7 +23,9 @@ def model_mod():
 def tiny():
     trunk, head = tiny_l2p(seed=7)
     sd = official_state_dict(trunk, head)
-    return PixelDiT(trunk, head).eval(), sd
+    reference = PixelDiT(trunk, head)
+    reference.train(False)
+    return reference, sd
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
