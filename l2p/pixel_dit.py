@@ -52,6 +52,11 @@ class PixelDiT(nn.Module):
         return -self.local_decoder(x, feats)
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
-        sd = {k[len("trunk."):]: v for k, v in self.state_dict().items() if k.startswith("trunk.")}
-        sd.update({k: v for k, v in self.state_dict().items() if k.startswith("local_decoder.")})
-        return sd
+        return official_state_dict(self.trunk, self.local_decoder)
+
+
+def official_state_dict(trunk: nn.Module, head: nn.Module) -> dict[str, torch.Tensor]:
+    """Official L2P layout: the trunk without its latent final layer, plus ``local_decoder.*``."""
+    sd = {k: v for k, v in trunk.state_dict().items() if not k.startswith("all_final_layer.")}
+    sd.update({f"local_decoder.{k}": v for k, v in head.state_dict().items()})
+    return sd

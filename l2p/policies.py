@@ -39,12 +39,17 @@ def parse_ranges(text: str, n_layers: int) -> set[int]:
         m = re.fullmatch(r"(-?\d+)(?:\s*-\s*(-?\d+))?", part) if not part.startswith("--") else None
         if m is None:
             raise ValueError(f"bad block range {part!r}: write ranges like 0-4,25-29 or -1")
-        lo = int(m.group(1)) % n_layers if int(m.group(1)) < 0 else int(m.group(1))
-        hi = lo if m.group(2) is None else (int(m.group(2)) % n_layers if int(m.group(2)) < 0 else int(m.group(2)))
+        lo = _block_index(m.group(1), n_layers)
+        hi = lo if m.group(2) is None else _block_index(m.group(2), n_layers)
         if not 0 <= lo <= hi < n_layers:
             raise ValueError(f"block range {part!r} is outside 0-{n_layers - 1}: this model has {n_layers} blocks")
         blocks.update(range(lo, hi + 1))
     return blocks
+
+
+def _block_index(text: str, n_layers: int) -> int:
+    i = int(text)
+    return i + n_layers if i < 0 else i
 
 
 def trained_blocks(policy: str, n_layers: int) -> set[int]:
@@ -57,19 +62,19 @@ def trained_blocks(policy: str, n_layers: int) -> set[int]:
     raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)} or custom:<ranges>")
 
 
-def is_trainable(name: str, policy: str, n_layers: int) -> bool:
-    """Whether an official-layout parameter name is trained under ``policy``."""
+def _is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
     if name.startswith(("all_x_embedder.", "local_decoder.")):
         return True
     m = _BLOCK.match(name)
     if m:
-        return int(m.group(1)) in trained_blocks(policy, n_layers)
+        return int(m.group(1)) in blocks
     return policy == "official"  # refiners, t/cap embedders, pad tokens: trained by the released code only
 
 
 def trainable_names(names: Iterable[str], policy: str, n_layers: int) -> set[str]:
-    trained_blocks(policy, n_layers)  # validate once, even for models without blocks
-    return {n for n in names if is_trainable(n, policy, n_layers)}
+    """The official-layout parameter names that ``policy`` trains."""
+    blocks = trained_blocks(policy, n_layers)
+    return {n for n in names if _is_trainable(n, policy, blocks)}
 
 
 def report(shapes: Mapping[str, Iterable[int]], policy: str, n_layers: int) -> PolicyReport:

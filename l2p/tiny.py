@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from .head import build_head
+from .pixel_dit import official_state_dict
 
 # ComfyUI's NextDiT needs dim >= 256 (its timestep width); head size 64 keeps RoPE axes (16, 24, 24).
 TINY_L2P = {"dim": 256, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 4, "cap_feat_dim": 64, "patch_size": 16}
@@ -33,13 +34,6 @@ def official_trunk(dim: int, n_layers: int, n_refiner_layers: int, n_heads: int,
         return ZImageTransformer2DModel(all_patch_size=(patch_size,), all_f_patch_size=(1,), in_channels=3, dim=dim,
                                         n_layers=n_layers, n_refiner_layers=n_refiner_layers, n_heads=n_heads,
                                         n_kv_heads=n_heads, cap_feat_dim=cap_feat_dim, axes_dims=axes)
-
-
-def official_state_dict(trunk: torch.nn.Module, head: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Official L2P layout: the trunk without its latent final layer, plus ``local_decoder.*``."""
-    sd = {k: v for k, v in trunk.state_dict().items() if not k.startswith("all_final_layer.")}
-    sd.update({f"local_decoder.{k}": v for k, v in head.state_dict().items()})
-    return sd
 
 
 def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:

@@ -19,7 +19,8 @@ from l2p.layouts import (
     strip_prefix,
     to_comfy_layout,
 )
-from l2p.tiny import official_state_dict, tiny_l2p
+from l2p.pixel_dit import official_state_dict
+from l2p.tiny import tiny_l2p
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from l2p.layouts import official_to_comfy
-from l2p.pixel_dit import PixelDiT
-from l2p.tiny import official_state_dict, tiny_l2p
+from l2p.pixel_dit import PixelDiT, official_state_dict
+from l2p.tiny import tiny_l2p
 from tests.inprocess import import_pack
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from l2p.head import build_head
+from l2p.pixel_dit import official_state_dict
 from l2p.policies import parse_ranges, report, trainable_names
-from l2p.tiny import official_state_dict, official_trunk
+from l2p.tiny import official_trunk
 
 REAL = {"dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "cap_feat_dim": 2560, "patch_size": 16}
 

@@ -9,7 +9,8 @@ import torch
 
 from l2p.head import build_head
 from l2p.layouts import comfy_to_official, infer_config, official_to_comfy
-from l2p.tiny import official_state_dict, official_trunk
+from l2p.pixel_dit import official_state_dict
+from l2p.tiny import official_trunk
 from tests.inprocess import import_pack
 
 REAL = {"dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "cap_feat_dim": 2560, "patch_size": 16}
