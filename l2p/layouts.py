@@ -14,16 +14,16 @@ mapping of name -> tensor (including meta tensors) and never looks at file names
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from .head import HEAD_VARIANTS, detect_head_variant
+from .keys import L2PFormatError, strip_prefix
 
 OFFICIAL = "official"
 COMFY = "comfy"
-PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 
 # Per-block names that differ between the layouts (comfy name -> official name); q/k/v are handled apart.
 _BLOCK_RENAMES = {
@@ -34,17 +34,14 @@ _BLOCK_RENAMES = {
 }
 _BLOCK_RE = re.compile(r"^((?:layers|noise_refiner|context_refiner)\.\d+)\.(.+)$")
 _X_EMBEDDER_RE = re.compile(r"^all_x_embedder\.(\d+)-(\d+)\.(weight|bias)$")
+_FINAL_LAYER_RE = re.compile(r"^all_final_layer\.(\d+)-(\d+)\.(.+)$")  # latent sources only
 # Left-overs of ComfyUI's NextDiT that an L2P model does not have (an unused norm, the latent head).
 _DROPPED_COMFY = ("norm_final.",)
 
 
-class L2PFormatError(ValueError):
-    """A file that is not a loadable L2P checkpoint; the message is one line saying what it is and what to do."""
-
-
 @dataclass(frozen=True)
 class L2PConfig:
-    """Everything needed to build an L2P model, all read from tensor shapes."""
+    """Everything needed to build an L2P model (or its latent source), read from tensor shapes."""
 
     dim: int
     n_heads: int
@@ -57,9 +54,15 @@ class L2PConfig:
     ffn_hidden_dim: int
     t_embed_hidden: int
     adaln_dim: int
-    head_variant: str
+    head_variant: str | None  # None: a latent source (final layer, no Detailer Head)
     axes_dims: tuple[int, ...] = field(default=(32, 48, 48))
     pad_tokens: bool = True
+    arch: str = "z-image"
+    n_kv_heads: int | None = None  # None: as many as query heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
 
     @property
     def head_dim(self) -> int:
@@ -67,14 +70,6 @@ class L2PConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a ComfyUI checkpoint prefix (``model.diffusion_model.``) when every diffusion key carries it."""
-    for prefix in PREFIXES:
-        if any(k.startswith(prefix) for k in sd):
-            return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    return dict(sd)
 
 
 def detect_layout(keys) -> str | None:
@@ -87,57 +82,98 @@ def detect_layout(keys) -> str | None:
     return None
 
 
-def official_to_comfy(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class KeyMap:
+    """One output tensor of a key map: ``sources`` concatenated along dim 0, or one third of a fused qkv."""
+
+    name: str
+    sources: tuple[str, ...]
+    part: int | None = None
+
+    def make(self, get: Callable[[str], torch.Tensor]) -> torch.Tensor:
+        if self.part is not None:
+            return get(self.sources[0]).chunk(3, dim=0)[self.part]
+        if len(self.sources) == 1:
+            return get(self.sources[0])
+        return torch.cat([get(s) for s in self.sources], dim=0)
+
+
+def official_to_comfy_keys(keys: Iterable[str]) -> list[KeyMap]:
     """Official (split q/k/v) names -> ComfyUI NextDiT names; q, k, v are concatenated along dim 0."""
     inverse = {v: k for k, v in _BLOCK_RENAMES.items()}
-    out: dict[str, torch.Tensor] = {}
-    qkv_parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in sd.items():
+    out: list[KeyMap] = []
+    qkv_parts: dict[str, dict[str, str]] = {}
+    for key in keys:
         m = _X_EMBEDDER_RE.match(key)
         if m:
-            out[f"x_embedder.{m.group(3)}"] = tensor
+            out.append(KeyMap(f"x_embedder.{m.group(3)}", (key,)))
+            continue
+        m = _FINAL_LAYER_RE.match(key)
+        if m:
+            out.append(KeyMap(f"final_layer.{m.group(3)}", (key,)))
             continue
         m = _BLOCK_RE.match(key)
         if m:
             block, rest = m.groups()
             qkv = re.match(r"attention\.to_([qkv])\.(weight|bias)$", rest)
             if qkv:
-                qkv_parts.setdefault(f"{block}.attention.qkv.{qkv.group(2)}", {})[qkv.group(1)] = tensor
+                qkv_parts.setdefault(f"{block}.attention.qkv.{qkv.group(2)}", {})[qkv.group(1)] = key
                 continue
-            out[f"{block}.{inverse.get(rest, rest)}"] = tensor
+            out.append(KeyMap(f"{block}.{inverse.get(rest, rest)}", (key,)))
             continue
-        out[key] = tensor
+        out.append(KeyMap(key, (key,)))
     for key, parts in qkv_parts.items():
         if set(parts) != {"q", "k", "v"}:
             raise L2PFormatError(f"{key.rsplit('.qkv', 1)[0]} has only {sorted(parts)} of q/k/v: the file is "
                                  "incomplete; download or export it again")
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+        out.append(KeyMap(key, (parts["q"], parts["k"], parts["v"])))
     return out
 
 
-def comfy_to_official(sd: Mapping[str, torch.Tensor], patch_size: int | None = None) -> dict[str, torch.Tensor]:
+def comfy_to_official_keys(keys: Iterable[str], patch_size: int) -> list[KeyMap]:
     """ComfyUI NextDiT names -> official names; the fused qkv is split in three equal parts."""
-    if patch_size is None:
-        patch_size = infer_patch_size(sd)
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in sd.items():
+    out: list[KeyMap] = []
+    for key in keys:
         if key.startswith(_DROPPED_COMFY):
             continue
         if key in ("x_embedder.weight", "x_embedder.bias"):
-            out[f"all_x_embedder.{patch_size}-1.{key.rsplit('.', 1)[1]}"] = tensor
+            out.append(KeyMap(f"all_x_embedder.{patch_size}-1.{key.rsplit('.', 1)[1]}", (key,)))
+            continue
+        if key.startswith("final_layer."):
+            out.append(KeyMap(f"all_final_layer.{patch_size}-1.{key[len('final_layer.'):]}", (key,)))
             continue
         m = _BLOCK_RE.match(key)
         if m:
             block, rest = m.groups()
             qkv = re.match(r"attention\.qkv\.(weight|bias)$", rest)
             if qkv:
-                for name, part in zip("qkv", tensor.chunk(3, dim=0), strict=True):
-                    out[f"{block}.attention.to_{name}.{qkv.group(1)}"] = part
+                out += [KeyMap(f"{block}.attention.to_{n}.{qkv.group(1)}", (key,), i) for i, n in enumerate("qkv")]
                 continue
-            out[f"{block}.{_BLOCK_RENAMES.get(rest, rest)}"] = tensor
+            out.append(KeyMap(f"{block}.{_BLOCK_RENAMES.get(rest, rest)}", (key,)))
             continue
-        out[key] = tensor
+        out.append(KeyMap(key, (key,)))
     return out
+
+
+def layout_keys(keys: Iterable[str], target: str, patch_size: int) -> list[KeyMap]:
+    """The key map from whatever layout ``keys`` are in to ``target`` (identity when they already are)."""
+    keys = list(keys)
+    source = detect_layout(keys)
+    if source == target or source is None:
+        return [KeyMap(k, (k,)) for k in keys if not (target == OFFICIAL and k.startswith(_DROPPED_COMFY))]
+    return official_to_comfy_keys(keys) if target == COMFY else comfy_to_official_keys(keys, patch_size)
+
+
+def apply_keys(plan: Iterable[KeyMap], sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {m.name: m.make(sd.__getitem__) for m in plan}
+
+
+def official_to_comfy(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return apply_keys(official_to_comfy_keys(sd.keys()), sd)
+
+
+def comfy_to_official(sd: Mapping[str, torch.Tensor], patch_size: int | None = None) -> dict[str, torch.Tensor]:
+    return apply_keys(comfy_to_official_keys(sd.keys(), patch_size or infer_patch_size(sd)), sd)
 
 
 def to_comfy_layout(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -179,8 +215,9 @@ def infer_patch_size(sd: Mapping[str, torch.Tensor], in_channels: int = 3) -> in
         if key in ("x_embedder.weight",) or (_X_EMBEDDER_RE.match(key) and key.endswith("weight")):
             p = round((tensor.shape[1] / in_channels) ** 0.5)
             if p * p * in_channels != tensor.shape[1]:
+                what = "a pixel-space L2P model" if in_channels == 3 else f"a {in_channels}-channel latent model"
                 raise L2PFormatError(f"the patch embedder takes {tensor.shape[1]} inputs, not p*p*{in_channels}: "
-                                     "this is not a pixel-space (3-channel) L2P model")
+                                     f"this is not {what}")
             return p
     raise L2PFormatError("no patch embedder (x_embedder) found: the file is incomplete; download it again")
 
@@ -190,18 +227,18 @@ def _count_blocks(keys, prefix: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def axes_dims_for(head_dim: int) -> tuple[int, int, int]:
-    """3-axis RoPE split of a head: Z-Image uses (32, 48, 48) for 128, i.e. 1/4, 3/8, 3/8 of the head."""
-    if head_dim % 16:
-        raise L2PFormatError(f"head size {head_dim} is not a multiple of 16: the RoPE axes (1/4, 3/8, 3/8 of the "
-                             "head, each even) cannot be derived; this architecture is not supported")
-    return (head_dim // 4, head_dim * 3 // 8, head_dim * 3 // 8)
-
-
 def infer_config(sd: Mapping[str, torch.Tensor]) -> L2PConfig:
-    """Read the architecture from tensor shapes; works for the 6B release and for tiny test models alike."""
+    """Read an L2P model's architecture from tensor shapes; works for the 6B release and tiny test models alike."""
     sd = strip_prefix(sd)
     check_l2p(sd)
+    return trunk_config(sd, in_channels=3, head_variant=detect_head_variant(sd.keys()))
+
+
+def trunk_config(sd: Mapping[str, torch.Tensor], in_channels: int, head_variant: str | None) -> L2PConfig:
+    """The NextDiT trunk's configuration from shapes (prefix already stripped); the source arch from its keys."""
+    from .arch import detect_arch
+
+    arch = detect_arch(sd.keys())
     keys = list(sd.keys())
     official = detect_layout(keys) == OFFICIAL
     cap = sd["cap_embedder.1.weight"]
@@ -210,8 +247,10 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> L2PConfig:
     if qn not in sd:
         raise L2PFormatError(f"{qn} is missing: the head count cannot be read; the file is incomplete")
     head_dim = int(sd[qn].shape[0])
-    t_hidden = int(sd["t_embedder.mlp.0.weight"].shape[0])
-    adaln = int(sd["t_embedder.mlp.2.weight"].shape[0])
+    if official:
+        kv_rows = int(sd["layers.0.attention.to_k.weight"].shape[0])
+    else:
+        kv_rows = (int(sd["layers.0.attention.qkv.weight"].shape[0]) - dim) // 2
     return L2PConfig(
         dim=dim,
         n_heads=dim // head_dim,
@@ -219,12 +258,14 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> L2PConfig:
         n_noise_refiner=_count_blocks(keys, "noise_refiner"),
         n_context_refiner=_count_blocks(keys, "context_refiner"),
         cap_feat_dim=cap_feat_dim,
-        patch_size=infer_patch_size(sd),
-        in_channels=3,
+        patch_size=infer_patch_size(sd, in_channels),
+        in_channels=in_channels,
         ffn_hidden_dim=int(sd["layers.0.feed_forward.w1.weight"].shape[0]),
-        t_embed_hidden=t_hidden,
-        adaln_dim=adaln,
-        head_variant=detect_head_variant(keys),
-        axes_dims=axes_dims_for(head_dim),
+        t_embed_hidden=int(sd["t_embedder.mlp.0.weight"].shape[0]),
+        adaln_dim=int(sd["t_embedder.mlp.2.weight"].shape[0]),
+        head_variant=head_variant,
+        axes_dims=arch.axes_dims(head_dim),
         pad_tokens="x_pad_token" in sd,
+        arch=arch.name,
+        n_kv_heads=kv_rows // head_dim,
     )

@@ -7,15 +7,13 @@ Qwen3. Nothing is downloaded: the weights are drawn from a seeded generator.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from collections.abc import Mapping
 
 import torch
 
 from .head import build_head
 from .pixel_dit import official_state_dict
+from .tensor_io import save_safetensors_atomic
 
 # ComfyUI's NextDiT needs dim >= 256 (its timestep width); head size 64 keeps RoPE axes (16, 24, 24).
 TINY_L2P = {"dim": 256, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 4, "cap_feat_dim": 64, "patch_size": 16}
@@ -62,27 +60,6 @@ def tiny_qwen3_state_dict(seed: int = 0, **overrides) -> dict[str, torch.Tensor]
     torch.manual_seed(seed)
     model = Qwen3Model(cfg)
     return {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
-
-
-def save_safetensors_atomic(sd: Mapping[str, torch.Tensor], path: str, metadata: dict | None = None,
-                            dtype: torch.dtype | None = None) -> None:
-    """Write to a temp file in the same folder, then rename: a reader never sees half a file."""
-    from safetensors.torch import save_file
-
-    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-               for k, v in sd.items()}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={k: v if isinstance(v, str) else json.dumps(v)
-                                          for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 DEMO_L2P_FILE = "l2p-tiny-demo.safetensors"

@@ -15,14 +15,28 @@ import math
 import comfy.latent_formats
 import comfy.ldm.common_dit
 import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
+import comfy.utils
 import torch
 from comfy.ldm.lumina.model import NextDiT
 from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
 
+from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch, detect_arch
 from ..l2p.head import build_head, head_multiple
-from ..l2p.layouts import L2PConfig, infer_config, strip_prefix, to_comfy_layout
+from ..l2p.layouts import (
+    OFFICIAL,
+    L2PConfig,
+    L2PFormatError,
+    detect_layout,
+    infer_config,
+    official_to_comfy,
+    strip_prefix,
+    to_comfy_layout,
+    trunk_config,
+)
 
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
 MEMORY_USAGE_FACTOR = 0.07
@@ -32,15 +46,12 @@ class L2PPixels(comfy.latent_formats.ChromaRadiance):
     """Pixels in [-1, 1], 3 channels, identity in/out: the same contract as ChromaRadiance's format."""
 
 
-class NextDiTL2P(NextDiT):
-    """ComfyUI's NextDiT with the final layer replaced by the L2P Detailer Head.
+class NextDiTFromShapes(NextDiT):
+    """ComfyUI's NextDiT with the widths it derives from ``dim`` (feed-forward, timestep MLP) taken from the
+    checkpoint's shapes instead, so models of any size load, not only the released ones (dim 3840 / 2304)."""
 
-    Widths that ComfyUI derives from ``dim`` (feed-forward, timestep MLP) are instead taken from the
-    checkpoint's shapes, so official-layout models of any size load, not only dim 3840.
-    """
-
-    def __init__(self, *, ffn_hidden_dim: int, t_embed_hidden: int, adaln_dim: int, head_variant: str = "1k",
-                 device=None, dtype=None, operations=None, **kwargs):
+    def __init__(self, *, ffn_hidden_dim: int, t_embed_hidden: int, adaln_dim: int, device=None, dtype=None,
+                 operations=None, **kwargs):
         kwargs.pop("multiple_of", None)
         kwargs.pop("ffn_dim_multiplier", None)
         # FeedForward rounds int(dim) up to a multiple of `multiple_of`: with multiple_of = hidden it is exact.
@@ -48,6 +59,13 @@ class NextDiTL2P(NextDiT):
                          operations=operations, **kwargs)
         self.t_embedder = TimestepEmbedder(t_embed_hidden, output_size=adaln_dim, dtype=dtype, device=device,
                                            operations=operations)
+
+
+class NextDiTL2P(NextDiTFromShapes):
+    """NextDiT with the final layer replaced by the L2P Detailer Head."""
+
+    def __init__(self, *, head_variant: str = "1k", device=None, dtype=None, operations=None, **kwargs):
+        super().__init__(device=device, dtype=dtype, operations=operations, **kwargs)
         del self.final_layer
         del self.norm_final
         self.head_variant = head_variant
@@ -86,11 +104,12 @@ class L2PModel(comfy.model_base.Lumina2):
 
 
 def unet_config_for(cfg: L2PConfig) -> dict:
-    """The NextDiTL2P constructor arguments for a configuration read from shapes."""
+    """NextDiT constructor arguments for a configuration read from shapes plus its architecture's constants."""
     if cfg.n_noise_refiner != cfg.n_context_refiner:
         raise ValueError(f"{cfg.n_noise_refiner} noise refiners but {cfg.n_context_refiner} context refiners: "
                          "ComfyUI's NextDiT needs equal counts; this checkpoint is not supported")
-    return {
+    arch = ARCHITECTURES[cfg.arch]
+    config = {
         "image_model": "lumina2",
         "patch_size": cfg.patch_size,
         "in_channels": cfg.in_channels,
@@ -98,20 +117,22 @@ def unet_config_for(cfg: L2PConfig) -> dict:
         "n_layers": cfg.n_layers,
         "n_refiner_layers": cfg.n_noise_refiner,
         "n_heads": cfg.n_heads,
-        "n_kv_heads": cfg.n_heads,
+        "n_kv_heads": cfg.kv_heads,
         "qk_norm": True,
         "cap_feat_dim": cfg.cap_feat_dim,
         "axes_dims": list(cfg.axes_dims),
-        "axes_lens": [1536, 512, 512],
-        "rope_theta": 256.0,
-        "z_image_modulation": True,
-        "time_scale": 1000.0,
-        "pad_tokens_multiple": 32 if cfg.pad_tokens else None,
+        "axes_lens": [1536, 512, 512] if arch.z_image_modulation else [300, 512, 512],
+        "rope_theta": arch.rope_theta,
+        "z_image_modulation": arch.z_image_modulation,
+        "time_scale": arch.time_scale,
+        "pad_tokens_multiple": 32 if cfg.pad_tokens and arch.z_image_modulation else None,
         "ffn_hidden_dim": cfg.ffn_hidden_dim,
         "t_embed_hidden": cfg.t_embed_hidden,
         "adaln_dim": cfg.adaln_dim,
-        "head_variant": cfg.head_variant,
     }
+    if cfg.head_variant is not None:
+        config["head_variant"] = cfg.head_variant
+    return config
 
 
 class ZImageL2P(comfy.supported_models.ZImage):
@@ -132,10 +153,40 @@ class ZImageL2P(comfy.supported_models.ZImage):
         return to_comfy_layout(state_dict)
 
 
+class Lumina2L2P(ZImageL2P):
+    """An L2P model converted from Lumina-Image 2.0: its Gemma-2 text encoder and shift 6."""
+
+    required_keys = {"local_decoder.out_conv.weight", LUMINA2.marker}
+    sampling_settings = comfy.supported_models.Lumina2.sampling_settings
+    clip_target = comfy.supported_models.Lumina2.clip_target
+
+
+L2P_CONFIGS = (Lumina2L2P, ZImageL2P)  # most specific first
+
+
+class LatentSource(comfy.model_base.Lumina2):
+    """A latent Z-Image / Lumina 2 source of any size (widths from shapes), for sampling and conversion."""
+
+    def __init__(self, model_config, model_type=comfy.model_base.ModelType.FLOW, device=None):
+        comfy.model_base.BaseModel.__init__(self, model_config, model_type, device=device,
+                                            unet_model=NextDiTFromShapes)
+
+
+def source_config_class(arch: SourceArch) -> type:
+    """The stock supported-model class of a source arch (text encoder, shift, latent format)."""
+    base = comfy.supported_models.Lumina2 if arch is LUMINA2 else comfy.supported_models.ZImage
+
+    class SourceConfig(base):
+        def get_model(self, state_dict, prefix="", device=None):
+            return LatentSource(self, device=device)
+
+    return SourceConfig
+
+
 def core_knows_l2p() -> bool:
     """True when the running ComfyUI recognises L2P checkpoints itself (then the pack adds no second path)."""
     for cls in comfy.supported_models.models:
-        if cls is ZImageL2P:
+        if cls in L2P_CONFIGS:
             continue
         if "L2P" in cls.__name__ or any("local_decoder" in k for k in getattr(cls, "required_keys", ())):
             return True
@@ -147,8 +198,9 @@ def register_with_stock_loader() -> bool:
     if core_knows_l2p():
         logging.info("ComfyUI-L2P: this ComfyUI recognises L2P checkpoints itself; using its path")
         return False
-    if ZImageL2P not in comfy.supported_models.models:
-        comfy.supported_models.models.insert(0, ZImageL2P)
+    for cls in reversed(L2P_CONFIGS):
+        if cls not in comfy.supported_models.models:
+            comfy.supported_models.models.insert(0, cls)
     return True
 
 
@@ -168,3 +220,36 @@ def load_l2p_state_dict(sd: dict, dtype: torch.dtype | None = None, metadata: di
         raise ValueError("ComfyUI did not pick the L2P model class for this file: another custom node overrides "
                          "Z-Image detection; report this with your node list")
     return model
+
+
+def load_source_state_dict(sd: dict, dtype: torch.dtype | None = None):
+    """A latent Z-Image / Lumina 2 DiT (ComfyUI or diffusers names, any size) -> (ModelPatcher, SourceArch).
+
+    ComfyUI's own detection only knows the released sizes (by ``dim``); this reads every width from the
+    shapes, so the same path serves a 6B Z-Image and the tiny models the tests build.
+    """
+    sd = strip_prefix(sd)
+    if any(k.startswith("local_decoder.") for k in sd):
+        raise L2PFormatError("this is already an L2P pixel model (it has local_decoder.*): load it with "
+                             "L2PModelLoader")
+    arch = detect_arch(sd.keys())
+    if detect_layout(sd.keys()) == OFFICIAL:
+        sd = official_to_comfy(sd)
+    cfg = trunk_config(sd, in_channels=arch.latent_channels, head_variant=None)
+    model_config = source_config_class(arch)(unet_config_for(cfg))
+    return patcher_for(model_config, sd, dtype), arch
+
+
+def patcher_for(model_config, sd: dict, dtype: torch.dtype | None):
+    """What comfy.sd.load_diffusion_model_state_dict does once the model config is known."""
+    load_device = comfy.model_management.get_torch_device()
+    offload_device = comfy.model_management.unet_offload_device()
+    if dtype is None:
+        dtype = comfy.model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(sd),
+                                                  supported_dtypes=list(model_config.supported_inference_dtypes),
+                                                  weight_dtype=comfy.utils.weight_dtype(sd))
+    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
+    model_config.set_inference_dtype(dtype, manual_cast)
+    model = model_config.get_model(sd, "").to(offload_device)
+    model.load_model_weights(sd, "")
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from l2p.arch import LUMINA2, ZIMAGE
 from l2p.head import DetailerHead1K, build_head, detect_head_variant
 from l2p.layouts import (
     COMFY,
     OFFICIAL,
     L2PFormatError,
-    axes_dims_for,
     check_l2p,
     comfy_to_official,
     detect_layout,
@@ -77,10 +77,11 @@ def test_config_follows_other_sizes():
     assert (cfg.dim, cfg.n_heads, cfg.n_layers, cfg.n_noise_refiner, cfg.cap_feat_dim) == (384, 6, 3, 2, 96)
 
 
-def test_axes_dims_match_z_image_at_head_128():
-    assert axes_dims_for(128) == (32, 48, 48)
-    with pytest.raises(L2PFormatError, match="not a multiple of 16"):
-        axes_dims_for(72)
+def test_axes_dims_match_comfyui_for_both_nextdit_sources():
+    assert ZIMAGE.axes_dims(128) == (32, 48, 48)  # ComfyUI model_detection: Z-Image
+    assert LUMINA2.axes_dims(96) == (32, 32, 32)  # ComfyUI model_detection: Lumina 2
+    with pytest.raises(L2PFormatError, match="cannot be split"):
+        ZIMAGE.axes_dims(72)
 
 
 def test_head_shapes_and_parameter_count():
