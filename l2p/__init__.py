@@ -1,1 +1,15 @@
 """The L2P method in plain torch (no ComfyUI import): Detailer Heads, checkpoint layouts, configuration."""
+
+import os
+import re
+
+
+def pack_version() -> str:
+    """The pack's version from pyproject.toml (the one place it is written); "unknown" outside a checkout."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+    try:
+        with open(path, encoding="utf-8") as f:
+            m = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.MULTILINE)
+    except OSError:
+        return "unknown"
+    return m.group(1) if m else "unknown"

@@ -1,48 +1,189 @@
-"""Latent Z-Image-family DiT -> L2P initialisation (official layout), as the authors' conversion does.
+"""Latent source DiT -> L2P pixel model, as a streamed plan: ``python -m l2p.convert --source ... --out ...``.
 
-Every source tensor whose name and shape still fit is copied unchanged; the latent patch embedder and
-the final layer are dropped; a pixel patch embedder (``all_x_embedder.{p}-1``, p*p*3 inputs) and a
-Detailer Head are added at PyTorch's default initialisation from a seeded generator (the ``official``
-init, l2p-technical.md §1.6). Works on both source layouts (diffusers/official names and ComfyUI's).
+Every source tensor whose name and shape still fit is copied unchanged; the latent patch embedder and the
+final layer are dropped; a pixel patch embedder (``p*p*3`` inputs) and a Detailer Head are added
+(l2p-technical.md §1.6). Inits of the new embedder: ``official`` (PyTorch default, seeded, as the authors
+did) or ``vae_lsq`` / ``vae_orth`` (fitted through the source's VAE, see ``init_fit``). The head always
+starts at its seeded default init.
+
+The conversion is a list of planned tensors made one at a time from a lazy source, so a 6B model converts
+with about one tensor in memory besides the new parts (``tensor_io``). The checkpoint's metadata records
+the architecture, patch size, init, trainable-set policy, source hash and pack version.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import pack_version
+from .arch import SourceArch, detect_arch
 from .head import build_head
-from .layouts import COMFY, L2PFormatError, comfy_to_official, detect_layout, strip_prefix
+from .init_fit import FIT_INITS, fit_pixel_embedder
+from .keys import L2PFormatError, strip_prefix
+from .layouts import COMFY, OFFICIAL, layout_keys
+from .policies import report
+from .tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash, write_safetensors
 
-INITS = ("official",)
-_LATENT_ONLY = ("x_embedder.", "all_x_embedder.", "final_layer.", "all_final_layer.", "norm_final.")
+INITS = ("official", *FIT_INITS)
+LAYOUTS = (OFFICIAL, COMFY)
 
 
-def latent_to_l2p(source: Mapping[str, torch.Tensor], patch_size: int = 16, init: str = "official",
-                  seed: int = 0, head_variant: str = "1k") -> dict[str, torch.Tensor]:
-    """Official-layout L2P state dict initialised from a latent source state dict."""
+@dataclass
+class Conversion:
+    arch: SourceArch
+    layout: str
+    plan: list[PlannedTensor]
+    metadata: dict[str, str]
+
+
+def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "official", seed: int = 0,
+                    head_variant: str = "1k", layout: str | None = None, policy: str = "official",
+                    fit_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    source_hash: str | None = None) -> Conversion:
+    """The L2P checkpoint for ``source`` as a write plan plus its metadata (nothing heavy is loaded yet)."""
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
-    sd = strip_prefix(source)
-    if any(k.startswith("local_decoder.") for k in sd):
+    if init in FIT_INITS and fit_pairs is None:
+        raise ValueError(f"init {init} needs the source's VAE (fit images encoded by it): connect a VAE, or use "
+                         "the official init")
+    if patch_size < 1:
+        raise ValueError(f"patch size {patch_size} must be a positive number of pixels, e.g. 16")
+    names = strip_prefix({k: k for k in source.meta})  # stripped name -> name in the source
+    meta = {k: source.meta[v] for k, v in names.items()}
+    if any(k.startswith("local_decoder.") for k in meta):
         raise L2PFormatError("the source is already an L2P model (it has local_decoder.*): load it with "
                              "L2PModelLoader instead of converting it")
-    layout = detect_layout(sd.keys())
-    if layout is None or "cap_embedder.1.weight" not in sd:
-        raise L2PFormatError("the source is not a Z-Image/Lumina NextDiT model: supported sources are Z-Image "
-                             "(Turbo or base) and Lumina-Image 2.0")
-    body = {k: v for k, v in sd.items() if not k.startswith(_LATENT_ONLY)}
-    if layout == COMFY:
-        body = comfy_to_official(body, patch_size=patch_size)
-    dim = int(sd["cap_embedder.1.weight"].shape[0])
+    arch = detect_arch(meta.keys())
+    layout = layout or (OFFICIAL if arch.official_layout else COMFY)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: use official or comfy")
+    if layout == OFFICIAL and not arch.official_layout:
+        raise L2PFormatError(f"the official L2P layout exists only for Z-Image: save {arch.label} conversions in "
+                             "the comfy layout")
+    body = [k for k in meta if not k.startswith(arch.patch_embedder + arch.final_layer)]
+    dim, dtype = int(meta["cap_embedder.1.weight"].shape[0]), meta["cap_embedder.1.weight"].dtype
+
+    def get(name: str) -> torch.Tensor:
+        return source.get(names[name])
+
+    plan = []
+    for m in layout_keys(body, layout, patch_size):
+        made = m.make(lambda k: meta[k])  # the same key map on meta tensors gives the output shape
+        plan.append(PlannedTensor(m.name, made, lambda m=m: m.make(get)))
+    new = _new_tensors(arch, meta, get, dim, patch_size, init, seed, head_variant, fit_pairs)
+    embed = f"all_x_embedder.{patch_size}-1." if layout == OFFICIAL else "x_embedder."
+    for name, t in new.items():
+        out_name = embed + name.split(".", 1)[1] if name.startswith("embedder.") else name
+        t = t.to(dtype).contiguous()
+        plan.append(PlannedTensor(out_name, torch.empty(t.shape, dtype=t.dtype, device="meta"), lambda t=t: t))
+    n_layers = len(arch.blocks(meta.keys()))
+    rep = report({p.name: p.meta.shape for p in plan}, policy, n_layers)
+    metadata = {
+        "l2p.arch": arch.name, "l2p.patch_size": str(patch_size), "l2p.head_variant": head_variant,
+        "l2p.init": init, "l2p.seed": str(seed), "l2p.policy": policy, "l2p.policy_report": str(rep),
+        "l2p.layout": layout, "l2p.pack_version": pack_version(),
+        "l2p.source_hash": source_hash or tensors_hash(source),
+    }
+    return Conversion(arch, layout, plan, metadata)
+
+
+def _new_tensors(arch: SourceArch, meta: Mapping[str, torch.Tensor], get, dim: int, patch_size: int, init: str,
+                 seed: int, head_variant: str, fit_pairs) -> dict[str, torch.Tensor]:
+    """``embedder.weight/bias`` and ``local_decoder.*`` in float32, seeded."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         embedder = nn.Linear(patch_size * patch_size * 3, dim)
         head = build_head(head_variant, dim)
-    dtype = sd["cap_embedder.1.weight"].dtype
-    body[f"all_x_embedder.{patch_size}-1.weight"] = embedder.weight.detach().to(dtype)
-    body[f"all_x_embedder.{patch_size}-1.bias"] = embedder.bias.detach().to(dtype)
-    body.update({f"local_decoder.{k}": v.detach() for k, v in head.state_dict().items()})
-    return body
+    weight, bias = embedder.weight.detach(), embedder.bias.detach()
+    if init in FIT_INITS:
+        latent = [k for k in meta if k.startswith(arch.patch_embedder)]
+        w_lat = get(next(k for k in latent if k.endswith("weight")))
+        b_lat = get(next(k for k in latent if k.endswith("bias")))
+        weight, bias = fit_pixel_embedder(w_lat, b_lat, *fit_pairs, method=init)
+    out = {"embedder.weight": weight, "embedder.bias": bias}
+    out.update({f"local_decoder.{k}": v.detach() for k, v in head.state_dict().items()})
+    return out
+
+
+def latent_to_l2p(source: Mapping[str, torch.Tensor] | TensorSource, **kwargs) -> dict[str, torch.Tensor]:
+    """The converted state dict in memory (tests, the ComfyUI node); see ``plan_conversion`` for options."""
+    src = DictSource(source) if isinstance(source, Mapping) else source
+    kwargs.setdefault("source_hash", "in-memory")
+    return {p.name: p.make() for p in plan_conversion(src, **kwargs).plan}
+
+
+def _tqdm_progress(items, total):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, unit="tensor", desc="converting", file=sys.stderr)
+
+
+def _vae_fit_pairs(vae_dir: str, arch: SourceArch, patch_size: int, n_images: int, seed: int):
+    """Encode procedural fit images with a diffusers AutoencoderKL folder (the source repo's ``vae/``)."""
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise SystemExit("the vae_* inits need diffusers: pip install 'comfyui-l2p[train]'") from None
+    from .init_fit import fit_images, patch_pairs
+
+    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True).eval()
+    scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
+
+    @torch.no_grad()
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(vae.encode(im[None]).latent_dist.mean - shift) * scale for im in images])
+
+    size = max(patch_size, 256 // patch_size * patch_size)
+    return patch_pairs(fit_images(n_images, size, seed), encode, patch_size, arch.latent_patch, arch.vae_downscale)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m l2p.convert", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source", required=True, help="latent DiT: a .safetensors file (ComfyUI or diffusers names) or "
+                                                    "a diffusers folder (config.json + shards, or a pipeline folder)")
+    ap.add_argument("--out", required=True, help="the L2P .safetensors file to write")
+    ap.add_argument("--patch", type=int, default=16, help="pixel patch size (16 for 1K)")
+    ap.add_argument("--init", choices=INITS, default="official", help="pixel embedder init")
+    ap.add_argument("--layout", choices=LAYOUTS, default=None, help="official (Z-Image default) or comfy")
+    ap.add_argument("--policy", default="official", help="trainable-set policy stored in the metadata: paper, "
+                                                         "official or custom:<ranges>")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vae", help="diffusers AutoencoderKL folder for the vae_* inits (default: <source>/vae)")
+    ap.add_argument("--fit-images", type=int, default=64, help="procedural images encoded for the vae_* fit")
+    ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    args = ap.parse_args(argv)
+    if os.path.exists(args.out) and not args.overwrite:
+        print(f"error: {args.out} exists: pick another --out or pass --overwrite", file=sys.stderr)
+        return 2
+    try:
+        source = open_source(args.source)
+        fit_pairs = None
+        if args.init in FIT_INITS:
+            vae_dir = args.vae or os.path.join(args.source, "vae")
+            if not os.path.isdir(vae_dir):
+                raise ValueError(f"--init {args.init} needs the source's VAE: pass --vae DIR (a diffusers "
+                                 "AutoencoderKL folder)")
+            fit_pairs = _vae_fit_pairs(vae_dir, detect_arch(source.meta.keys()), args.patch, args.fit_images,
+                                       args.seed)
+        conv = plan_conversion(source, patch_size=args.patch, init=args.init, seed=args.seed, layout=args.layout,
+                               policy=args.policy, fit_pairs=fit_pairs)
+        write_safetensors(args.out, conv.plan, conv.metadata, progress=_tqdm_progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": args.out, **conv.metadata}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -63,7 +63,7 @@ def trained_blocks(policy: str, n_layers: int) -> set[int]:
 
 
 def _is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
-    if name.startswith(("all_x_embedder.", "local_decoder.")):
+    if name.startswith(("all_x_embedder.", "x_embedder.", "local_decoder.")):
         return True
     m = _BLOCK.match(name)
     if m:
@@ -72,13 +72,13 @@ def _is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
 
 
 def trainable_names(names: Iterable[str], policy: str, n_layers: int) -> set[str]:
-    """The official-layout parameter names that ``policy`` trains."""
+    """The parameter names (official or ComfyUI layout) that ``policy`` trains."""
     blocks = trained_blocks(policy, n_layers)
     return {n for n in names if _is_trainable(n, policy, blocks)}
 
 
 def report(shapes: Mapping[str, Iterable[int]], policy: str, n_layers: int) -> PolicyReport:
-    """Parameter counts of a policy over official-layout ``name -> shape`` (meta tensors' shapes work)."""
+    """Parameter counts of a policy over ``name -> shape`` of either layout (meta tensors' shapes work)."""
     def numel(shape: Iterable[int]) -> int:
         n = 1
         for s in shape:
