@@ -30,6 +30,7 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(-1, p * p * c)
 
 
+@torch.no_grad()
 def patch_pairs(images: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor], patch_size: int,
                 latent_patch: int, vae_downscale: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixel patches, target latent patches): one row per pixel patch of ``images`` [B, 3, H, W]."""
@@ -51,6 +52,7 @@ def patch_pairs(images: torch.Tensor, encode: Callable[[torch.Tensor], torch.Ten
     return patchify(images.float(), patch_size), patchify(tokens, lp)
 
 
+@torch.no_grad()
 def fit_linear_encoder(pixels: torch.Tensor, latents: torch.Tensor, method: str, ridge: float = 1e-3) -> torch.Tensor:
     """M [latent_width, pixel_width] with ``pixels @ M.T ~= latents`` (see the module docstring)."""
     x, z = pixels.double(), latents.double()

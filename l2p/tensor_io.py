@@ -148,8 +148,9 @@ Progress = Callable[[Iterator[PlannedTensor], int], Iterator[PlannedTensor]]
 
 
 def write_safetensors(path: str, items: Iterable[PlannedTensor], metadata: Mapping[str, object] | None = None,
-                      progress: Progress | None = None) -> None:
-    """Stream ``items`` into ``path`` (temp file in the same folder, then rename)."""
+                      progress: Progress | None = None, overwrite: bool = True) -> None:
+    """Stream ``items`` into ``path`` (temp file in the same folder, then rename). With ``overwrite=False`` an
+    existing ``path`` is never replaced, even by a concurrent writer (FileExistsError)."""
     items = list(items)
     header: dict[str, object] = {}
     if metadata:
@@ -178,7 +179,11 @@ def write_safetensors(path: str, items: Iterable[PlannedTensor], metadata: Mappi
                                        f"{tuple(item.meta.shape)} {item.meta.dtype}")
                 f.write(_as_bytes(t))
                 del t
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic and refuses an existing name
+            os.unlink(tmp)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

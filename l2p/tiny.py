@@ -34,6 +34,20 @@ def official_trunk(dim: int, n_layers: int, n_refiner_layers: int, n_heads: int,
                                         n_kv_heads=n_heads, cap_feat_dim=cap_feat_dim, axes_dims=axes)
 
 
+def tiny_latent_zimage(seed: int = 0, **overrides) -> dict[str, torch.Tensor]:
+    """A latent Z-Image DiT (patch 2 over 16 latent channels, final layer included) in diffusers' names."""
+    from diffusers import ZImageTransformer2DModel
+
+    cfg = {**TINY_L2P, **overrides}
+    head_dim = cfg["dim"] // cfg["n_heads"]
+    trunk = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=cfg["dim"],
+                                     n_layers=cfg["n_layers"], n_refiner_layers=cfg["n_refiner_layers"],
+                                     n_heads=cfg["n_heads"], n_kv_heads=cfg["n_heads"],
+                                     cap_feat_dim=cfg["cap_feat_dim"],
+                                     axes_dims=[head_dim // 4, head_dim * 3 // 8, head_dim * 3 // 8])
+    return {k: v.contiguous() for k, v in randomize_(trunk, seed).state_dict().items()}
+
+
 def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
     """Fill every parameter (pad tokens and norms too) from a seeded generator so tests see all of them."""
     gen = torch.Generator().manual_seed(seed)

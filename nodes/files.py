@@ -58,3 +58,60 @@ def load_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{name} is truncated or corrupt ({reason}): download or copy it again") from None
     return sd, metadata
+
+
+def _is_diffusers_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json")) or os.path.isfile(
+        os.path.join(path, "transformer", "config.json"))
+
+
+def source_names() -> list[str]:
+    """Latent sources in models/diffusion_models: safetensors files and diffusers folders (config.json + shards,
+    listed once with a trailing '/', their shards not listed on their own)."""
+    folders: list[str] = []
+    for base in folder_paths.get_folder_paths("diffusion_models"):
+        if os.path.isdir(base):
+            folders += sorted(f"{d}/" for d in os.listdir(base) if _is_diffusers_folder(os.path.join(base, d)))
+    files = [n for n in folder_paths.get_filename_list("diffusion_models")
+             if os.path.splitext(n)[1].lower() in SAFETENSORS and n.replace(os.sep, "/").split("/")[0] + "/"
+             not in folders]
+    return files + folders
+
+
+def source_path(name: str) -> str:
+    """A listed source (file, or folder written with a trailing '/') resolved inside diffusion_models only."""
+    if name.endswith("/"):
+        rel = os.path.relpath(os.path.join("/", name.rstrip("/")), "/")  # the same clamp folder_paths uses
+        for base in folder_paths.get_folder_paths("diffusion_models"):
+            path = os.path.join(base, rel)
+            if _inside(path, base) and _is_diffusers_folder(path):
+                return path
+    else:
+        path = folder_paths.get_full_path("diffusion_models", name)
+        if path is not None:
+            return path
+    raise FileNotFoundError(f"{name} is not in models/diffusion_models: refresh the node list (press R) and pick a "
+                            "listed source")
+
+
+def _inside(path: str, base: str) -> bool:
+    path, base = os.path.realpath(path), os.path.realpath(base)
+    return os.path.commonpath([path, base]) == base
+
+
+def new_checkpoint_path(filename_prefix: str) -> str:
+    """models/l2p/<prefix>_NNNNN.safetensors with the next free number: never overwrites, never leaves l2p."""
+    base = os.path.join(folder_paths.models_dir, L2P_FOLDER)
+    prefix = filename_prefix.strip().replace("\\", "/")
+    if not prefix or prefix.startswith("/") or ".." in prefix.split("/") or ":" in prefix:
+        raise ValueError(f"filename_prefix {filename_prefix!r} must be a relative name inside models/l2p, "
+                         "e.g. my-l2p or converted/my-l2p")
+    folder, stem = os.path.split(os.path.join(base, prefix))
+    if not _inside(folder, base):
+        raise ValueError(f"filename_prefix {filename_prefix!r} leaves models/l2p: use a name inside it")
+    os.makedirs(folder, exist_ok=True)
+    taken = {n for n in os.listdir(folder)}
+    n = 1
+    while f"{stem}_{n:05d}.safetensors" in taken:
+        n += 1
+    return os.path.join(folder, f"{stem}_{n:05d}.safetensors")

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from ..l2p.layouts import L2PFormatError
 from .files import checkpoint_names, checkpoint_path, load_safetensors
-from .model import load_l2p_state_dict
+from .model import METADATA, load_l2p_state_dict
 
 WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
     "default": None,
@@ -47,4 +47,5 @@ class L2PModelLoader(io.ComfyNode):
             model = load_l2p_state_dict(sd, dtype=WEIGHT_DTYPES[weight_dtype], metadata=metadata)
         except L2PFormatError as e:
             raise ValueError(f"{ckpt_name}: {e}") from None
+        model.set_attachments(METADATA, {k: v for k, v in metadata.items() if k.startswith("l2p.")})
         return io.NodeOutput(model)

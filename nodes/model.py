@@ -38,6 +38,7 @@ from ..l2p.layouts import (
     trunk_config,
 )
 
+METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
 MEMORY_USAGE_FACTOR = 0.07
 
@@ -223,7 +224,7 @@ def load_l2p_state_dict(sd: dict, dtype: torch.dtype | None = None, metadata: di
 
 
 def load_source_state_dict(sd: dict, dtype: torch.dtype | None = None):
-    """A latent Z-Image / Lumina 2 DiT (ComfyUI or diffusers names, any size) -> (ModelPatcher, SourceArch).
+    """A latent Z-Image / Lumina 2 DiT (ComfyUI or diffusers names, any size) -> (ModelPatcher, arch, config).
 
     ComfyUI's own detection only knows the released sizes (by ``dim``); this reads every width from the
     shapes, so the same path serves a 6B Z-Image and the tiny models the tests build.
@@ -237,7 +238,7 @@ def load_source_state_dict(sd: dict, dtype: torch.dtype | None = None):
         sd = official_to_comfy(sd)
     cfg = trunk_config(sd, in_channels=arch.latent_channels, head_variant=None)
     model_config = source_config_class(arch)(unet_config_for(cfg))
-    return patcher_for(model_config, sd, dtype), arch
+    return patcher_for(model_config, sd, dtype), arch, cfg
 
 
 def patcher_for(model_config, sd: dict, dtype: torch.dtype | None):

@@ -1,0 +1,112 @@
+"""`python -m l2p.convert` and the streamed safetensors I/O it stands on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import safetensors
+import torch
+
+from l2p.convert import latent_to_l2p
+from l2p.layouts import check_l2p, infer_config
+from l2p.tensor_io import (
+    DictSource,
+    PlannedTensor,
+    open_source,
+    save_safetensors_atomic,
+    tensors_hash,
+    write_safetensors,
+)
+from l2p.tiny import tiny_latent_zimage
+from tests.test_convert_nodes import write_diffusers_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "l2p.convert", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_converts_a_diffusers_folder_like_the_library(tmp_path):
+    source = tiny_latent_zimage(seed=4)
+    write_diffusers_folder(tmp_path / "Z-Image-Tiny", source)
+    out = tmp_path / "out" / "l2p.safetensors"
+    done = run_cli("--source", str(tmp_path / "Z-Image-Tiny"), "--out", str(out), "--policy", "paper",
+                   "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    assert "converting" in done.stderr  # the progress bar
+    with safetensors.safe_open(str(out), "pt") as f:
+        meta, sd = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    check_l2p(sd)
+    assert infer_config(sd).patch_size == 16
+    assert meta["l2p.policy"] == "paper" and meta["l2p.layout"] == "official"
+    assert meta["l2p.source_hash"] == tensors_hash(DictSource(source))
+    expected = latent_to_l2p(source, seed=3)
+    assert sd.keys() == expected.keys() and all(torch.equal(sd[k], expected[k]) for k in sd)
+    assert json.loads(done.stdout)["l2p.arch"] == "z-image"
+
+    again = run_cli("--source", str(tmp_path / "Z-Image-Tiny"), "--out", str(out))
+    assert again.returncode == 2 and "exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_cli_comfy_layout_and_one_line_errors(tmp_path):
+    from l2p.layouts import official_to_comfy
+
+    src = tmp_path / "src.safetensors"
+    save_safetensors_atomic(official_to_comfy(tiny_latent_zimage(seed=1)), str(src))
+    out = tmp_path / "comfy.safetensors"
+    done = run_cli("--source", str(src), "--out", str(out), "--layout", "comfy", "--patch", "32")
+    assert done.returncode == 0, done.stderr
+    with safetensors.safe_open(str(out), "pt") as f:
+        assert f.get_slice("x_embedder.weight").get_shape() == [256, 32 * 32 * 3]
+        assert "layers.0.attention.qkv.weight" in f.keys()
+    for args, message in [
+        (["--source", str(tmp_path / "missing.safetensors")], "does not exist"),
+        (["--source", str(src), "--policy", "custom:0-9"], "outside 0-1"),
+        (["--source", str(src), "--init", "vae_lsq"], "needs the source's VAE"),
+        (["--source", str(out)], "already an L2P model"),
+    ]:
+        bad = run_cli(*args, "--out", str(tmp_path / "bad.safetensors"))
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_streamed_writer_round_trips_dtypes_and_metadata(tmp_path):
+    sd = {"w": torch.randn(3, 5), "h": torch.randn(7).to(torch.bfloat16), "s": torch.tensor(2.5),
+          "f8": torch.randn(4, 4).to(torch.float8_e4m3fn), "i": torch.arange(6).reshape(2, 3)}
+    path = tmp_path / "x.safetensors"
+    save_safetensors_atomic(sd, str(path), metadata={"a": "b", "n": {"k": 1}})
+    src = open_source(str(path))
+    assert src.metadata == {"a": "b", "n": '{"k": 1}'}
+    assert all(torch.equal(src.get(k).float(), sd[k].float()) and src.get(k).dtype == sd[k].dtype for k in sd)
+
+
+def test_writer_never_leaves_half_files_and_can_refuse_to_overwrite(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_safetensors_atomic({"a": torch.ones(2)}, str(path))
+
+    def boom() -> torch.Tensor:
+        raise RuntimeError("stopped half way")
+
+    plan = [PlannedTensor("a", torch.empty(2, device="meta"), lambda: torch.zeros(2)),
+            PlannedTensor("b", torch.empty(2, device="meta"), boom)]
+    with pytest.raises(RuntimeError, match="half way"):
+        write_safetensors(str(path), plan)
+    assert torch.equal(open_source(str(path)).get("a"), torch.ones(2))  # the old file is intact
+    assert os.listdir(tmp_path) == ["model.safetensors"]  # no temp file left
+    with pytest.raises(FileExistsError):
+        write_safetensors(str(path), plan[:1], overwrite=False)
+    assert torch.equal(open_source(str(path)).get("a"), torch.ones(2))
+
+
+def test_diffusers_folder_with_a_missing_shard_is_refused(tmp_path):
+    write_diffusers_folder(tmp_path / "Z", tiny_latent_zimage(seed=0))
+    (tmp_path / "Z" / "transformer" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ValueError, match="missing shard diffusion_pytorch_model-00002"):
+        open_source(str(tmp_path / "Z"))
