@@ -20,6 +20,9 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "L2PTextEncoderLoader": [("CLIP", "CLIP")],
     "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
     "L2PModelLoader": [("MODEL", "MODEL")],
+    "L2PSourceModelLoader": [("MODEL", "MODEL"), ("architecture", "STRING")],
+    "L2PConvert": [("MODEL", "MODEL"), ("report", "STRING")],
+    "L2PSaveCheckpoint": [("ckpt_name", "STRING")],
     "ModelSamplingAuraFlow": [("MODEL", "MODEL")],
     "L2PEmptyImage": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
@@ -75,16 +78,23 @@ def to_ui(nodes: list[Node]) -> dict:
             "version": 0.4}
 
 
-def text_to_image(*, clip: Node, model_file: str, prompt: str, steps: int, cfg: float, shift: float,
-                  width: int, height: int, batch: int, seed: int, prefix: str) -> list[Node]:
-    """The L2P text-to-image graph: stock nodes everywhere except the loader and the empty image."""
+def l2p_loader(model_file: str) -> list[Node]:
+    return [Node(4, "L2PModelLoader", {"ckpt_name": model_file, "weight_dtype": "default"}, pos=(20, 420))]
+
+
+def text_to_image(*, clip: Node, model: list[Node], prompt: str, steps: int, cfg: float, shift: float,
+                  width: int, height: int, batch: int, seed: int, prefix: str,
+                  model_out: tuple[int, int] | None = None) -> list[Node]:
+    """The L2P text-to-image graph: stock nodes everywhere except the model nodes and the empty image;
+    ``model_out`` (default: the first model node's output 0) is the pixel MODEL that is sampled."""
+    model_out = model_out or (model[0].id, 0)
     return [
         clip,
         Node(2, "CLIPTextEncode", {"text": prompt}, {"clip": (1, 0)}, "Positive prompt", (420, 40)),
         Node(3, "CLIPTextEncode", {"text": ""}, {"clip": (1, 0)}, "Negative prompt (empty)", (420, 260)),
-        Node(4, "L2PModelLoader", {"ckpt_name": model_file, "weight_dtype": "default"}, pos=(20, 420)),
-        Node(5, "ModelSamplingAuraFlow", {"shift": shift}, {"model": (4, 0)}, pos=(420, 460)),
-        Node(6, "L2PEmptyImage", {"width": width, "height": height, "batch_size": batch}, {"model": (4, 0)},
+        *model,
+        Node(5, "ModelSamplingAuraFlow", {"shift": shift}, {"model": model_out}, pos=(420, 460)),
+        Node(6, "L2PEmptyImage", {"width": width, "height": height, "batch_size": batch}, {"model": model_out},
              pos=(420, 600)),
         Node(7, "KSampler", {"seed": seed, "control_after_generate": "fixed", "steps": steps, "cfg": cfg,
                              "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0},
@@ -95,6 +105,7 @@ def text_to_image(*, clip: Node, model_file: str, prompt: str, steps: int, cfg: 
     ]
 
 
+CONVERT_INIT = "vae_lsq"
 PROMPT = ("A red fox sitting in fresh snow at the edge of a pine forest at dawn, soft golden light, fine fur "
           "detail, shallow depth of field, photograph")
 
@@ -102,12 +113,29 @@ WORKFLOWS: dict[str, list[Node]] = {
     "l2p_zimage_1k": text_to_image(
         clip=Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
                   pos=(20, 120)),
-        model_file="model-1k-merge.safetensors", prompt=PROMPT, steps=30, cfg=2.0, shift=3.0,
+        model=l2p_loader("model-1k-merge.safetensors"), prompt=PROMPT, steps=30, cfg=2.0, shift=3.0,
         width=1024, height=1024, batch=1, seed=42, prefix="L2P/zimage_1k"),
     "l2p_tiny_demo": text_to_image(
         clip=Node(1, "L2PTextEncoderLoader", {"text_encoder_name": "l2p-tiny-qwen3.safetensors"}, pos=(20, 120)),
-        model_file="l2p-tiny-demo.safetensors", prompt=PROMPT, steps=8, cfg=2.0, shift=3.0,
+        model=l2p_loader("l2p-tiny-demo.safetensors"), prompt=PROMPT, steps=8, cfg=2.0, shift=3.0,
         width=256, height=256, batch=2, seed=42, prefix="L2P/tiny_demo"),
+    "l2p_convert_zimage": text_to_image(
+        clip=Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
+                  pos=(20, 120)),
+        model=[
+            Node(11, "L2PSourceModelLoader", {"source": "Z-Image-Turbo/", "weight_dtype": "default"},
+                 title="Latent source (diffusers folder or single file)", pos=(20, 420)),
+            Node(12, "VAELoader", {"vae_name": "ae.safetensors"}, title="The source's VAE (for the fitted init)",
+                 pos=(20, 600)),
+            Node(13, "L2PConvert", {"patch_size": 16, "init": CONVERT_INIT, "policy": "official",
+                                    "custom_blocks": "0-4,-5--1", "seed": 0},
+                 {"model": (11, 0), "vae": (12, 0)}, pos=(420, 760)),
+            Node(14, "L2PSaveCheckpoint", {"filename_prefix": "l2p-zimage-turbo-init", "layout": "official"},
+                 {"model": (13, 0)}, pos=(820, 760)),
+        ],
+        model_out=(13, 0),
+        prompt=PROMPT, steps=30, cfg=2.0, shift=3.0, width=1024, height=1024, batch=1, seed=42,
+        prefix="L2P/converted_untrained"),
 }
 
 
