@@ -52,3 +52,30 @@ def test_real_size_maps_key_for_key_onto_comfy_trunk():
     assert ours["layers.0.attention.qkv.weight"] == (11520, 3840)
     back = comfy_to_official(dit.state_dict(), patch_size=16)
     assert sorted(back) == sorted(official)
+
+
+def real_latent_zimage(layout: str) -> dict[str, torch.Tensor]:
+    """The 6B latent Z-Image-Turbo (patch 2 over 16 channels, final layer) on the meta device."""
+    from diffusers import ZImageTransformer2DModel
+
+    with torch.device("meta"):
+        dit = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=3840,
+                                       n_layers=30, n_refiner_layers=2, n_heads=30, n_kv_heads=30, cap_feat_dim=2560,
+                                       axes_dims=[32, 48, 48])
+    sd = dict(dit.state_dict())
+    if layout == "comfy":
+        sd = {f"model.diffusion_model.{k}": v for k, v in official_to_comfy(sd).items()}
+    return sd
+
+
+def test_converting_real_z_image_gives_exactly_the_official_l2p_layout():
+    """Planning on meta tensors: both source layouts convert to the released 545-tensor layout, shape for shape."""
+    from l2p.convert import plan_conversion
+    from l2p.tensor_io import DictSource
+
+    official = real_official_layout()
+    for layout in ("official", "comfy"):
+        conv = plan_conversion(DictSource(real_latent_zimage(layout)), source_hash="meta")
+        planned = {p.name: tuple(p.meta.shape) for p in conv.plan}
+        assert planned == {k: tuple(v.shape) for k, v in official.items()}, layout
+        assert conv.metadata["l2p.policy_report"].startswith("official: 2,5")  # ~2.55B trainable

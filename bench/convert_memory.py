@@ -1,0 +1,113 @@
+"""Peak memory of converting a latent DiT: the streamed CLI vs loading everything and saving with safetensors.
+
+Writes a synthetic latent Z-Image-shaped source (bf16, official names) of about ``--gb`` GB to a temp
+folder, then converts it twice, each in a fresh process, side by side:
+
+* streamed: ``python -m l2p.convert`` (lazy source, tensors written one at a time);
+* naive: ``safetensors.torch.load_file`` -> ``latent_to_l2p`` -> ``safetensors.torch.save_file``;
+
+each to the official layout (tensors copied as they are) and to ComfyUI's layout (q, k, v fused: new tensors).
+
+It prints each process's peak anonymous memory (what it really holds) and peak total RSS (which also counts
+the memory-mapped source's page cache) above a bare ``import torch`` process, as multiples of the source size.
+
+    .venv/bin/python -m bench.convert_memory [--gb 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from l2p.tensor_io import PlannedTensor, write_safetensors
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAIVE = (
+    "import sys, safetensors.torch as st\n"
+    "from l2p.convert import latent_to_l2p\n"
+    "sd = latent_to_l2p(st.load_file(sys.argv[1]), layout=sys.argv[3])\n"
+    "st.save_file({k: v.contiguous() for k, v in sd.items()}, sys.argv[2])\n"
+)
+
+
+def synthetic_source(path: str, gb: float) -> int:
+    """A latent Z-Image-shaped DiT (dim 2048) with as many blocks as fit in ``gb``; returns its byte size."""
+    from diffusers import ZImageTransformer2DModel
+
+    dim, per_block = 2048, 0
+    with torch.device("meta"):
+        one = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=dim,
+                                       n_layers=1, n_refiner_layers=1, n_heads=16, n_kv_heads=16, cap_feat_dim=1024,
+                                       axes_dims=[32, 48, 48])
+        per_block = sum(p.numel() for n, p in one.named_parameters() if n.startswith("layers.0.")) * 2
+        n_layers = max(2, int(gb * 1e9 / per_block))
+        dit = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=dim,
+                                       n_layers=n_layers, n_refiner_layers=1, n_heads=16, n_kv_heads=16,
+                                       cap_feat_dim=1024, axes_dims=[32, 48, 48])
+    plan = [PlannedTensor(k, torch.empty(v.shape, dtype=torch.bfloat16, device="meta"),
+                          lambda v=v: (torch.randn(v.shape) * 0.02).to(torch.bfloat16))
+            for k, v in dit.state_dict().items()]
+    write_safetensors(path, plan)
+    return os.path.getsize(path)
+
+
+def peaks_mib(args: list[str]) -> tuple[float, float]:
+    """Run ``python <args>``; poll its /proc status: (peak anonymous RSS, peak total RSS) in MiB.
+
+    Anonymous memory is what a conversion really holds; file-backed pages of a memory-mapped source are
+    page cache the kernel drops under pressure, so they count in the total only.
+    """
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    anon = total = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                fields = {ln.split(":")[0]: ln.split()[1] for ln in f if ln.startswith(("RssAnon", "VmHWM"))}
+            anon, total = max(anon, int(fields.get("RssAnon", 0))), max(total, int(fields.get("VmHWM", 0)))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr.read().decode()[-2000:])
+    return anon / 1024, total / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gb", type=float, default=0.8)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "source.safetensors")
+        mb = synthetic_source(src, args.gb) / 2**20
+        base = peaks_mib(["-c", "import torch, time; time.sleep(1)"])
+        runs = {
+            f"streamed (python -m l2p.convert), {layout} layout": peaks_mib(
+                ["-m", "l2p.convert", "--source", src, "--out", os.path.join(tmp, f"s-{layout}.safetensors"),
+                 "--layout", layout])
+            for layout in ("official", "comfy")
+        } | {
+            f"naive load_file + save_file, {layout} layout": peaks_mib(
+                ["-c", NAIVE, src, os.path.join(tmp, f"n-{layout}.safetensors"), layout])
+            for layout in ("official", "comfy")
+        }
+    print(f"source: {mb:.0f} MiB (bf16); memory above a bare `import torch` process "
+          f"(anonymous {base[0]:.0f} MiB, total {base[1]:.0f} MiB):")
+    print("| conversion | peak anonymous | x source | peak total (incl. mapped file pages) | x source |")
+    print("|---|---|---|---|---|")
+    for name, (anon, total) in runs.items():
+        a, t = anon - base[0], total - base[1]
+        print(f"| {name} | {a:.0f} MiB | {a / mb:.2f} | {t:.0f} MiB | {t / mb:.2f} |")
+    values = list(runs.values())
+    for i, layout in enumerate(("official", "comfy")):
+        ratio = (values[i][0] - base[0]) / max(values[i + 2][0] - base[0], 1)
+        print(f"anonymous memory, streamed / naive, {layout} layout: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
