@@ -52,7 +52,7 @@ class L2PEmptyImage(io.ComfyNode):
                                tooltip="Optional: the L2P model, to check the sides against its patch size "
                                        "(16 is assumed without it)."),
             ],
-            outputs=[io.Latent.Output()],
+            outputs=[io.Latent.Output(tooltip="Zeros [batch, 3, height, width]: pixels in [-1, 1], for KSampler.")],
         )
 
     @classmethod

@@ -97,7 +97,7 @@ class L2PTextEncoderLoader(io.ComfyNode):
                 io.Combo.Input("text_encoder_name", options=folder_paths.get_filename_list("text_encoders"),
                                tooltip="A .safetensors Qwen3 text encoder from models/text_encoders."),
             ],
-            outputs=[io.Clip.Output()],
+            outputs=[io.Clip.Output(tooltip="The text encoder for CLIPTextEncode (Z-Image template).")],
         )
 
     @classmethod
