@@ -99,18 +99,23 @@ def _inside(path: str, base: str) -> bool:
     return os.path.commonpath([path, base]) == base
 
 
+def subpath(base: str, rel: str, what: str, example: str) -> str:
+    """``base/rel`` for a relative name from a workflow; refuses anything that would leave ``base``."""
+    clean = rel.strip().replace("\\", "/")
+    if not clean or clean.startswith("/") or ".." in clean.split("/") or ":" in clean:
+        raise ValueError(f"{what} {rel!r} must be a relative name inside {os.path.basename(base)}, e.g. {example}")
+    path = os.path.join(base, clean)
+    if not _inside(path, base):
+        raise ValueError(f"{what} {rel!r} leaves {os.path.basename(base)}: use a name inside it, e.g. {example}")
+    return path
+
+
 def new_checkpoint_path(filename_prefix: str) -> str:
     """models/l2p/<prefix>_NNNNN.safetensors with the next free number: never overwrites, never leaves l2p."""
     base = os.path.join(folder_paths.models_dir, L2P_FOLDER)
-    prefix = filename_prefix.strip().replace("\\", "/")
-    if not prefix or prefix.startswith("/") or ".." in prefix.split("/") or ":" in prefix:
-        raise ValueError(f"filename_prefix {filename_prefix!r} must be a relative name inside models/l2p, "
-                         "e.g. my-l2p or converted/my-l2p")
-    folder, stem = os.path.split(os.path.join(base, prefix))
-    if not _inside(folder, base):
-        raise ValueError(f"filename_prefix {filename_prefix!r} leaves models/l2p: use a name inside it")
+    folder, stem = os.path.split(subpath(base, filename_prefix, "filename_prefix", "my-l2p or converted/my-l2p"))
     os.makedirs(folder, exist_ok=True)
-    taken = {n for n in os.listdir(folder)}
+    taken = set(os.listdir(folder))
     n = 1
     while f"{stem}_{n:05d}.safetensors" in taken:
         n += 1

@@ -199,7 +199,7 @@ def test_refusals_are_one_line(models):
     with pytest.raises(ValueError, match="bad block range"):
         convert.L2PConvert.execute(source, 16, "official", "custom", "0-x", 0)
     for bad in ("../escape", "/abs/path", "a/../../b"):
-        with pytest.raises(ValueError, match="inside models/l2p"):
+        with pytest.raises(ValueError, match="inside l2p"):
             convert.L2PSaveCheckpoint.execute(pixel, bad, "official")
     assert not any(p.name.startswith(".partial") for p in (models / "l2p").rglob("*"))
     assert sorted(os.listdir(models)) == ["diffusion_models", "l2p"]
