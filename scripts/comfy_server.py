@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import pathlib
 import shutil
@@ -32,16 +31,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 try:
     from scripts.comfyui_home import REPO, comfyui_home
 except ImportError:  # run as a plain file (python scripts/comfy_server.py): scripts/ itself is on sys.path
-    from comfyui_home import REPO, comfyui_home  # type: ignore[no-redef]
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from scripts.comfyui_home import REPO, comfyui_home
+from training.comfy_client import ComfyClient, ComfyServerError, PromptRejected, RunResult
+
+__all__ = ["ComfyServer", "ComfyServerError", "PromptRejected", "RunResult", "free_port"]
 
 HOST = "127.0.0.1"
 PACK_NAME = "ComfyUI-L2P"
@@ -59,72 +60,6 @@ MODEL_FOLDERS = (
 )
 
 
-class ComfyServerError(RuntimeError):
-    """The server process failed to start, died, or did not answer in time; the message carries the log tail."""
-
-
-class PromptRejected(RuntimeError):
-    """POST /prompt answered an error (HTTP 400 from validation): ComfyUI's ``error`` and ``node_errors``."""
-
-    def __init__(self, status: int, error: Any, node_errors: dict[str, Any]) -> None:
-        self.status = status
-        self.error = error
-        self.node_errors = node_errors
-        super().__init__(self.text)
-
-    @property
-    def text(self) -> str:
-        """Readable one-liner: the top-level error, then each node error as ``node ID (Class): type: msg [details]``."""
-        parts = [_describe_error(self.error)] if self.error else []
-        for node_id, entry in (self.node_errors or {}).items():
-            class_type = entry.get("class_type", "?") if isinstance(entry, dict) else "?"
-            errors = entry.get("errors", []) if isinstance(entry, dict) else [entry]
-            parts.extend(f"node {node_id} ({class_type}): {_describe_error(err)}" for err in errors)
-        return f"prompt rejected (HTTP {self.status}): " + "; ".join(parts)
-
-
-def _describe_error(err: Any) -> str:
-    if not isinstance(err, dict):
-        return str(err)
-    details = err.get("details") or ""
-    return f"{err.get('type', '')}: {err.get('message', '')}" + (f" [{details}]" if details else "")
-
-
-@dataclass
-class RunResult:
-    """Outcome of one executed prompt, built from the history entry (the source of truth)."""
-
-    prompt_id: str
-    status: str  # "success", "error" or "interrupted"
-    history: dict[str, Any]
-    error: dict[str, Any] | None = None  # the execution_error payload: node_id, node_type, exception_*, traceback
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # websocket events seen for this prompt
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "success"
-
-    @property
-    def error_message(self) -> str | None:
-        """``ExceptionType: message`` of the node that raised, as ComfyUI reports it; None on success."""
-        if self.error is None:
-            return None
-        return f"{self.error.get('exception_type', '')}: {self.error.get('exception_message', '')}".strip(": ")
-
-    @property
-    def outputs(self) -> dict[str, Any]:
-        return self.history.get("outputs", {})
-
-    def describe(self) -> str:
-        """Short text for assertion messages."""
-        if self.ok:
-            return f"prompt {self.prompt_id}: success in {self.seconds:.1f}s"
-        node = f" in node {self.error.get('node_id')} ({self.error.get('node_type')})" if self.error else ""
-        tb = "".join(self.error.get("traceback", [])) if self.error else ""
-        return f"prompt {self.prompt_id}: {self.status}{node}: {self.error_message}\n{tb}"
-
-
 def free_port() -> int:
     """A port the kernel says is free on loopback now (tiny race until ComfyUI binds it; start() retries)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -132,7 +67,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ComfyServer:
+class ComfyServer(ComfyClient):
     """One ComfyUI subprocess with its own temp base directory; use as a context manager.
 
     ``pack``: folder symlinked into custom_nodes/ (default: this repository); None runs stock ComfyUI only.
@@ -173,7 +108,7 @@ class ComfyServer:
         self.custom_nodes_dir = self.base_dir / "custom_nodes"
         self.log_path = self.base_dir / "comfyui.log"
         self.port = 0
-        self.client_id = uuid.uuid4().hex
+        ComfyClient.__init__(self, "")  # the URL follows the port chosen at start()
         self.startup_seconds = 0.0
         self._started_at = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -337,138 +272,6 @@ class ComfyServer:
             for line in self.log_text().splitlines()
             if "(IMPORT FAILED):" in line
         ]
-
-    # --------------------------------------------------------------------------------------------------- HTTP
-
-    def _request(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-            state = "running" if self.running else f"exited with code {self._proc.returncode if self._proc else None}"
-            raise ComfyServerError(f"{method} {path} failed: {err} (ComfyUI {state})\n{self.log_tail()}") from err
-        try:
-            return status, json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            return status, raw.decode(errors="replace")
-
-    def get_json(self, path: str, timeout: float = 30.0) -> Any:
-        status, payload = self._request("GET", path, timeout=timeout)
-        if status != 200:
-            raise ComfyServerError(f"GET {path} -> HTTP {status}: {payload}")
-        return payload
-
-    def object_info(self) -> dict[str, Any]:
-        """GET /object_info: every registered node type with its inputs/outputs."""
-        return self.get_json("/object_info", timeout=60)
-
-    def node_types(self) -> set[str]:
-        return set(self.object_info())
-
-    def history(self, prompt_id: str) -> dict[str, Any] | None:
-        """The history entry of a finished prompt, or None while it is queued/running."""
-        return self.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
-
-    def queue(self, prompt: dict[str, Any]) -> str:
-        """POST /prompt (API format) with our client_id; return the prompt_id or raise PromptRejected."""
-        status, payload = self._request("POST", "/prompt", {"prompt": prompt, "client_id": self.client_id})
-        if status != 200 or not isinstance(payload, dict) or "prompt_id" not in payload:
-            error = payload.get("error") if isinstance(payload, dict) else payload
-            node_errors = payload.get("node_errors", {}) if isinstance(payload, dict) else {}
-            raise PromptRejected(status, error, node_errors)
-        return str(payload["prompt_id"])
-
-    def interrupt(self, prompt_id: str | None = None) -> None:
-        """Stop the running prompt and drop ``prompt_id`` from the queue (used after a wait() timeout)."""
-        self._request("POST", "/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
-        if prompt_id:
-            self._request("POST", "/queue", {"delete": [prompt_id]})
-
-    # ---------------------------------------------------------------------------------------------- websocket
-
-    def _connect_ws(self, timeout: float = 10.0) -> Any:
-        import websocket  # websocket-client; imported here so a missing package names itself clearly
-
-        return websocket.create_connection(f"ws://{HOST}:{self.port}/ws?clientId={self.client_id}", timeout=timeout)
-
-    def wait(self, prompt_id: str, timeout: float = 300.0, *, _ws: Any = None) -> RunResult:
-        """Block until ``prompt_id`` finished (websocket events, history as the fallback); at most ``timeout`` s.
-
-        On timeout the prompt is interrupted/deleted so the server stays usable, and TimeoutError is raised.
-        """
-        import websocket
-
-        start = time.monotonic()
-        deadline = start + timeout
-        events: list[tuple[str, dict[str, Any]]] = []
-        ws = _ws if _ws is not None else self._connect_ws()
-        try:
-            ws.settimeout(1.0)
-            while True:
-                entry = self.history(prompt_id)
-                if entry is not None:
-                    return self._result(prompt_id, entry, events, time.monotonic() - start)
-                if not self.running:
-                    raise ComfyServerError(f"ComfyUI died while running prompt {prompt_id}\n{self.log_tail()}")
-                if time.monotonic() >= deadline:
-                    with contextlib.suppress(ComfyServerError):
-                        self.interrupt(prompt_id)
-                    raise TimeoutError(f"prompt {prompt_id} not finished after {timeout:.0f}s\n{self.log_tail()}")
-                # Read events until ours finishes or a 1 s lull, then re-check history/process/deadline above.
-                while time.monotonic() < deadline:
-                    try:
-                        raw = ws.recv()
-                    except websocket.WebSocketTimeoutException:
-                        break
-                    except (websocket.WebSocketException, OSError):
-                        time.sleep(0.5)  # connection lost: keep polling history until the deadline
-                        break
-                    if not isinstance(raw, str):
-                        continue  # binary previews
-                    msg = json.loads(raw)
-                    kind, data = msg.get("type", ""), msg.get("data") or {}
-                    if data.get("prompt_id") != prompt_id:
-                        continue
-                    events.append((kind, data))
-                    if kind in ("execution_error", "execution_interrupted") or (
-                        kind == "executing" and data.get("node") is None
-                    ):
-                        break  # history is written before "executing None"; for errors it follows at once
-        finally:
-            with contextlib.suppress(Exception):
-                ws.close()
-
-    @staticmethod
-    def _result(
-        prompt_id: str, entry: dict[str, Any], events: list[tuple[str, dict[str, Any]]], secs: float
-    ) -> RunResult:
-        status_block = entry.get("status") or {}
-        messages = [(m[0], m[1]) for m in status_block.get("messages", []) if isinstance(m, list) and len(m) == 2]
-        error = next((d for k, d in messages + events if k == "execution_error"), None)
-        interrupted = any(k == "execution_interrupted" for k, _ in messages + events)
-        if interrupted:
-            status = "interrupted"
-        elif error is not None or status_block.get("status_str") == "error":
-            status = "error"
-        else:
-            status = "success"
-        return RunResult(prompt_id=prompt_id, status=status, history=entry, error=error, events=events, seconds=secs)
-
-    def run(self, prompt: dict[str, Any], timeout: float = 300.0) -> RunResult:
-        """Queue and wait; the websocket is opened first so no event of this prompt can be missed."""
-        ws = self._connect_ws()
-        try:
-            prompt_id = self.queue(prompt)
-        except BaseException:
-            ws.close()
-            raise
-        return self.wait(prompt_id, timeout, _ws=ws)
 
     # ------------------------------------------------------------------------------------------------- files
 

@@ -24,7 +24,7 @@ from scripts.comfy_server import ComfyServer, ComfyServerError, PromptRejected
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "demo_output"
-DEFAULT_WORKFLOW = REPO / "tests" / "workflows" / "l2p_tiny_demo.api.json"
+DEFAULT_WORKFLOW = REPO / "workflows" / "api" / "l2p_tiny_demo.api.json"
 
 
 def embedded_models(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:

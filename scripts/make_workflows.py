@@ -1,5 +1,6 @@
 """Write each shipped workflow twice from one definition: UI format (workflows/, what the template browser
-and users open) and API format (tests/workflows/, what tests and the demo queue). Run after editing a graph:
+and users open) and API format (workflows/api/, what the demo, the dataset driver and tests queue; the
+template browser lists only workflows/*.json). Run after editing a graph:
 
     python -m scripts.make_workflows
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UI_DIR = REPO / "workflows"
-API_DIR = REPO / "tests" / "workflows"
+API_DIR = REPO / "workflows" / "api"
 
 # Output types of the node slots used below (UI links carry the type).
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
@@ -29,6 +30,10 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "VAELoader": [("VAE", "VAE")],
     "VAEDecode": [("IMAGE", "IMAGE")],
     "SaveImage": [],
+    "UNETLoader": [("MODEL", "MODEL")],
+    "EmptySD3LatentImage": [("LATENT", "LATENT")],
+    "L2PPromptBank": [("prompt", "STRING"), ("seed", "INT"), ("category", "STRING"), ("index", "INT")],
+    "L2PDatasetWriter": [],
 }
 
 
@@ -36,7 +41,9 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
 class Node:
     id: int
     type: str
-    widgets: dict = field(default_factory=dict)  # in the node's widget order
+    # In the node's widget order, all of them: a widget fed by a link keeps a (placeholder) value, as the
+    # frontend saves it; the link wins in API format.
+    widgets: dict = field(default_factory=dict)
     links: dict[str, tuple[int, int]] = field(default_factory=dict)  # input name -> (node id, output slot)
     title: str | None = None
     pos: tuple[int, int] = (0, 0)
@@ -65,7 +72,8 @@ def to_ui(nodes: list[Node]) -> dict:
             "id": n.id, "type": n.type, "pos": list(n.pos), "size": [320, 110], "flags": {}, "order": order,
             "mode": 0,
             "inputs": [{"name": name, "type": next(link[5] for link in links if link[3] == n.id and link[4] == i),
-                        "link": next(link[0] for link in links if link[3] == n.id and link[4] == i)}
+                        "link": next(link[0] for link in links if link[3] == n.id and link[4] == i),
+                        **({"widget": {"name": name}} if name in n.widgets else {})}
                        for i, name in enumerate(n.links)],
             "outputs": [{"name": name, "type": typ, "links": out_links.get((n.id, slot), []), "slot_index": slot}
                         for slot, (name, typ) in enumerate(OUTPUTS[n.type])],
@@ -105,6 +113,31 @@ def text_to_image(*, clip: Node, model: list[Node], prompt: str, steps: int, cfg
     ]
 
 
+def make_dataset(*, unet: str, clip: Node, vae: str, steps: int, cfg: float, size: int, count: int,
+                 folder: str) -> list[Node]:
+    """The source model renders one dataset item per queued run (L2P Prompt Bank index on increment)."""
+    return [
+        Node(1, "UNETLoader", {"unet_name": unet, "weight_dtype": "default"}, title="Source model (latent)",
+             pos=(20, 40)),
+        clip,
+        Node(3, "VAELoader", {"vae_name": vae}, title="Source VAE", pos=(20, 420)),
+        Node(4, "L2PPromptBank", {"prompts": "(built-in taxonomy)", "index": 0, "control_after_generate": "increment",
+                                  "images_per_prompt": 2, "count": count, "seed": 0}, pos=(20, 560)),
+        Node(5, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0), "text": (4, 0)}, "Prompt from the bank", (420, 40)),
+        Node(6, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, "Negative prompt (empty)", (420, 260)),
+        Node(7, "ModelSamplingAuraFlow", {"shift": 3.0}, {"model": (1, 0)}, pos=(420, 460)),
+        Node(8, "EmptySD3LatentImage", {"width": size, "height": size, "batch_size": 1}, pos=(420, 600)),
+        Node(9, "KSampler", {"seed": 0, "control_after_generate": "fixed", "steps": steps, "cfg": cfg,
+                             "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0},
+             {"model": (7, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (8, 0), "seed": (4, 1)},
+             pos=(820, 200)),
+        Node(10, "VAEDecode", {}, {"samples": (9, 0), "vae": (3, 0)}, pos=(1180, 200)),
+        Node(11, "L2PDatasetWriter", {"folder": folder},
+             {"images": (10, 0), "prompt": (4, 0), "seed": (4, 1), "index": (4, 3), "category": (4, 2),
+              "conditioning": (5, 0)}, pos=(1420, 200)),
+    ]
+
+
 CONVERT_INIT = "vae_lsq"
 PROMPT = ("A red fox sitting in fresh snow at the edge of a pine forest at dawn, soft golden light, fine fur "
           "detail, shallow depth of field, photograph")
@@ -136,6 +169,11 @@ WORKFLOWS: dict[str, list[Node]] = {
         model_out=(13, 0),
         prompt=PROMPT, steps=30, cfg=2.0, shift=3.0, width=1024, height=1024, batch=1, seed=42,
         prefix="L2P/converted_untrained"),
+    "l2p_make_dataset": make_dataset(
+        unet="z_image_turbo_bf16.safetensors",
+        clip=Node(2, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
+                  pos=(20, 220)),
+        vae="ae.safetensors", steps=8, cfg=1.0, size=1024, count=10000, folder="l2p_dataset"),
 }
 
 
@@ -144,7 +182,7 @@ def main() -> None:
     for name, nodes in WORKFLOWS.items():
         (UI_DIR / f"{name}.json").write_text(json.dumps(to_ui(nodes), indent=2) + "\n")
         (API_DIR / f"{name}.api.json").write_text(json.dumps(to_api(nodes), indent=2) + "\n")
-        print(f"wrote workflows/{name}.json and tests/workflows/{name}.api.json")
+        print(f"wrote workflows/{name}.json and workflows/api/{name}.api.json")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from l2p.tiny import DEMO_TE_FILE, tiny_latent_zimage, write_demo_models
 from scripts.comfy_server import ComfyServer
 from tests.test_convert_nodes import write_diffusers_folder
 
-WORKFLOWS = pathlib.Path(__file__).parent / "workflows"
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
 SMALL = {"6": {"width": 64, "height": 48, "batch_size": 1}, "7": {"steps": 2}}
 
 

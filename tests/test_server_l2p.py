@@ -21,7 +21,7 @@ from l2p.tiny import (
 )
 from scripts.comfy_server import ComfyServer
 
-WORKFLOWS = pathlib.Path(__file__).parent / "workflows"
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
 
 
 @pytest.fixture(scope="module")
