@@ -9,11 +9,11 @@ from .convert import L2PConvert, L2PSaveCheckpoint, L2PSourceModelLoader
 from .files import register_l2p_folder
 from .loader import L2PModelLoader
 from .model import register_with_stock_loader
-from .sampling import L2PEmptyImage
+from .sampling import L2PEmptyImage, L2PNoiseShift
 from .text_encoder import L2PTextEncoderLoader
 
 NODES: list[type[io.ComfyNode]] = [L2PModelLoader, L2PEmptyImage, L2PTextEncoderLoader, L2PSourceModelLoader,
-                                   L2PConvert, L2PSaveCheckpoint]
+                                   L2PConvert, L2PSaveCheckpoint, L2PNoiseShift]
 
 
 class L2PExtension(ComfyExtension):

@@ -25,7 +25,8 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "L2PConvert": [("MODEL", "MODEL"), ("report", "STRING")],
     "L2PSaveCheckpoint": [("ckpt_name", "STRING")],
     "ModelSamplingAuraFlow": [("MODEL", "MODEL")],
-    "L2PEmptyImage": [("LATENT", "LATENT")],
+    "L2PEmptyImage": [("LATENT", "LATENT"), ("info", "STRING")],
+    "L2PNoiseShift": [("MODEL", "MODEL"), ("info", "STRING")],
     "KSampler": [("LATENT", "LATENT")],
     "VAELoader": [("VAE", "VAE")],
     "VAEDecode": [("IMAGE", "IMAGE")],
@@ -91,19 +92,25 @@ def l2p_loader(model_file: str) -> list[Node]:
 
 
 def text_to_image(*, clip: Node, model: list[Node], prompt: str, steps: int, cfg: float, shift: float,
-                  width: int, height: int, batch: int, seed: int, prefix: str,
-                  model_out: tuple[int, int] | None = None) -> list[Node]:
-    """The L2P text-to-image graph: stock nodes everywhere except the model nodes and the empty image;
-    ``model_out`` (default: the first model node's output 0) is the pixel MODEL that is sampled."""
+                  width: int, height: int, batch: int, seed: int, prefix: str, model_out: tuple[int, int] | None = None,
+                  preset: str = "custom (width x height)", fit: str = "reject", auto_shift: bool = False) -> list[Node]:
+    """The L2P text-to-image graph: stock nodes everywhere except the model nodes, the empty image and (with
+    ``auto_shift``) L2PNoiseShift in place of ModelSamplingAuraFlow; ``model_out`` (default: the first model
+    node's output 0) is the pixel MODEL that is sampled."""
     model_out = model_out or (model[0].id, 0)
+    if auto_shift:
+        shift_node = Node(5, "L2PNoiseShift", {"mode": "auto", "shift": shift}, {"model": model_out, "latent": (6, 0)},
+                          pos=(420, 460))
+    else:
+        shift_node = Node(5, "ModelSamplingAuraFlow", {"shift": shift}, {"model": model_out}, pos=(420, 460))
     return [
         clip,
         Node(2, "CLIPTextEncode", {"text": prompt}, {"clip": (1, 0)}, "Positive prompt", (420, 40)),
         Node(3, "CLIPTextEncode", {"text": ""}, {"clip": (1, 0)}, "Negative prompt (empty)", (420, 260)),
         *model,
-        Node(5, "ModelSamplingAuraFlow", {"shift": shift}, {"model": model_out}, pos=(420, 460)),
-        Node(6, "L2PEmptyImage", {"width": width, "height": height, "batch_size": batch}, {"model": model_out},
-             pos=(420, 600)),
+        shift_node,
+        Node(6, "L2PEmptyImage", {"width": width, "height": height, "batch_size": batch, "preset": preset, "fit": fit},
+             {"model": model_out}, pos=(420, 600)),
         Node(7, "KSampler", {"seed": seed, "control_after_generate": "fixed", "steps": steps, "cfg": cfg,
                              "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0},
              {"model": (5, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (6, 0)}, pos=(820, 200)),
@@ -169,6 +176,12 @@ WORKFLOWS: dict[str, list[Node]] = {
         model_out=(13, 0),
         prompt=PROMPT, steps=30, cfg=2.0, shift=3.0, width=1024, height=1024, batch=1, seed=42,
         prefix="L2P/converted_untrained"),
+    "l2p_zimage_4k": text_to_image(
+        clip=Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
+                  pos=(20, 120)),
+        model=l2p_loader("l2p-zimage-4k.safetensors"), prompt=PROMPT, steps=50, cfg=4.0, shift=3.0,
+        width=3840, height=2160, batch=1, seed=42, prefix="L2P/zimage_4k", preset="3840x2160 (4K UHD)",
+        fit="snap up", auto_shift=True),
     "l2p_make_dataset": make_dataset(
         unet="z_image_turbo_bf16.safetensors",
         clip=Node(2, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},

@@ -129,7 +129,8 @@ def test_fp8_storage_samples(server):
 def test_empty_image_rejects_sides_off_the_patch_grid(server):
     result = server.run(demo_prompt(**{"6": {"width": 100}}), timeout=120)
     assert not result.ok and result.error["node_type"] == "L2PEmptyImage"
-    assert "width 100 is not a multiple of 16 (the model's patch size): use 96 or 112" in result.error_message
+    expected = "width 100 is not a multiple of 16 (patch 16, head 1k): use 96 or 112, or set fit to snap"
+    assert expected in result.error_message
 
 
 def bad_files(folder: pathlib.Path) -> dict[str, str]:
