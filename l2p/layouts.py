@@ -33,7 +33,7 @@ _BLOCK_RENAMES = {
     "attention.k_norm.weight": "attention.norm_k.weight",
 }
 _BLOCK_RE = re.compile(r"^((?:layers|noise_refiner|context_refiner)\.\d+)\.(.+)$")
-_X_EMBEDDER_RE = re.compile(r"^all_x_embedder\.(\d+)-(\d+)\.(weight|bias)$")
+X_EMBEDDER_RE = re.compile(r"^all_x_embedder\.(\d+)-(\d+)\.(weight|bias)$")
 _FINAL_LAYER_RE = re.compile(r"^all_final_layer\.(\d+)-(\d+)\.(.+)$")  # latent sources only
 # Left-overs of ComfyUI's NextDiT that an L2P model does not have (an unused norm, the latent head).
 _DROPPED_COMFY = ("norm_final.",)
@@ -75,7 +75,7 @@ class L2PConfig:
 def detect_layout(keys) -> str | None:
     """Return OFFICIAL, COMFY or None (neither: not a Z-Image/NextDiT diffusion model)."""
     keys = list(keys)
-    if any(".attention.to_q." in k for k in keys) or any(_X_EMBEDDER_RE.match(k) for k in keys):
+    if any(".attention.to_q." in k for k in keys) or any(X_EMBEDDER_RE.match(k) for k in keys):
         return OFFICIAL
     if any(".attention.qkv." in k for k in keys) or "x_embedder.weight" in keys:
         return COMFY
@@ -104,7 +104,7 @@ def official_to_comfy_keys(keys: Iterable[str]) -> list[KeyMap]:
     out: list[KeyMap] = []
     qkv_parts: dict[str, dict[str, str]] = {}
     for key in keys:
-        m = _X_EMBEDDER_RE.match(key)
+        m = X_EMBEDDER_RE.match(key)
         if m:
             out.append(KeyMap(f"x_embedder.{m.group(3)}", (key,)))
             continue
@@ -212,7 +212,7 @@ def check_l2p(sd: Mapping[str, torch.Tensor]) -> None:
 def infer_patch_size(sd: Mapping[str, torch.Tensor], in_channels: int = 3) -> int:
     """Patch size from the embedder's input width (p*p*in_channels), or from the official key name."""
     for key, tensor in sd.items():
-        if key in ("x_embedder.weight",) or (_X_EMBEDDER_RE.match(key) and key.endswith("weight")):
+        if key in ("x_embedder.weight",) or (X_EMBEDDER_RE.match(key) and key.endswith("weight")):
             p = round((tensor.shape[1] / in_channels) ** 0.5)
             if p * p * in_channels != tensor.shape[1]:
                 what = "a pixel-space L2P model" if in_channels == 3 else f"a {in_channels}-channel latent model"
