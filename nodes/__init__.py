@@ -6,6 +6,7 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from .convert import L2PConvert, L2PSaveCheckpoint, L2PSourceModelLoader
+from .dataset import L2PDatasetWriter, L2PPromptBank
 from .files import register_l2p_folder
 from .loader import L2PModelLoader
 from .model import register_with_stock_loader
@@ -13,7 +14,8 @@ from .sampling import L2PEmptyImage, L2PNoiseShift
 from .text_encoder import L2PTextEncoderLoader
 
 NODES: list[type[io.ComfyNode]] = [L2PModelLoader, L2PEmptyImage, L2PTextEncoderLoader, L2PSourceModelLoader,
-                                   L2PConvert, L2PSaveCheckpoint, L2PNoiseShift]
+                                   L2PConvert, L2PSaveCheckpoint, L2PNoiseShift, L2PPromptBank,
+                                   L2PDatasetWriter]
 
 
 class L2PExtension(ComfyExtension):
