@@ -24,9 +24,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from l2p.prompts import PromptRecord, read_jsonl
-
 from l2p.dataset import DatasetItem, DatasetWriter
+from l2p.prompts import PromptRecord, read_jsonl
 
 from .comfy_client import ComfyClient, ComfyServerError, PromptRejected
 
@@ -149,6 +148,21 @@ class Driver:
         self.writer.write(item, png)
 
 
+def reachable(urls: list[str]) -> list[str]:
+    """The servers that answer now (a warning line for each that does not); a one-line error if none does."""
+    alive = []
+    for url in urls:
+        try:
+            ComfyClient(url).get_json("/system_stats", timeout=10)
+            alive.append(url)
+        except ComfyServerError as e:
+            print(f"warning: {url} does not answer ({str(e).splitlines()[0]}); not using it", file=sys.stderr)
+    if not alive:
+        raise ValueError(f"no ComfyUI server answers at {', '.join(urls)}: start one (python main.py --listen) or "
+                         "fix --server")
+    return alive
+
+
 def _progress(total: int, done: int):
     try:
         from tqdm import tqdm
@@ -185,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         if records:
             item_graph(workflow, jobs_for(records, 1)[0])  # checks the graph has one bank and one writer
         writer = DatasetWriter(args.out)
+        servers = reachable(args.server)
         jobs = jobs_for(records, args.images_per_prompt)[: args.limit]
         present = writer.complete()
         todo = [j for j in jobs if j.index not in present]
         progress = _progress(len(jobs), len(jobs) - len(todo))
-        driver = Driver(args.server, workflow, writer, args.retries, args.timeout)
+        driver = Driver(servers, workflow, writer, args.retries, args.timeout)
         driver.run(todo, progress)
         progress.close()
     except ValueError as e:
