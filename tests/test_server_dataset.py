@@ -78,7 +78,8 @@ def test_workflow_writes_items_and_a_rerun_skips_them(server):
 
 
 def test_node_errors_are_one_line(server):
-    (server.input_dir / "broken.jsonl").write_text('{"index": 0, "category": "a/b/c", "prompt": "x", "seed": 1}\n{oops\n')
+    good = '{"index": 0, "category": "a/b/c", "prompt": "x", "seed": 1}'
+    (server.input_dir / "broken.jsonl").write_text(f"{good}\n{{oops\n")
     cases = [
         ({"4": {"index": 99}}, "past the end of the bank"),
         ({"11": {"folder": "../escape"}}, "inside output"),

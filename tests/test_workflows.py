@@ -12,7 +12,8 @@ from scripts.make_workflows import WORKFLOWS, to_api, to_ui
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UI_FILES = sorted((REPO / "workflows").glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-FILE_COMBOS = {"ckpt_name", "clip_name", "vae_name", "unet_name", "text_encoder_name", "source", "prompts"}  # list what is on disk
+# Combos that list files on disk: the shipped value need not exist on the test server.
+FILE_COMBOS = {"ckpt_name", "clip_name", "vae_name", "unet_name", "text_encoder_name", "source", "prompts"}
 
 
 def api_twin(ui_file: pathlib.Path) -> pathlib.Path:
