@@ -1,0 +1,68 @@
+"""The model to train: an L2P checkpoint as ``l2p.pixel_dit.PixelDiT`` (diffusers' Z-Image trunk + head).
+
+Weights are loaded by assignment into a meta-device skeleton (no second copy, no random init of 6B
+parameters); the trainable set comes from a named policy, everything else is frozen (no gradients, no
+optimizer state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from l2p.arch import ARCHITECTURES
+from l2p.head import build_head
+from l2p.layouts import COMFY, L2PConfig, comfy_to_official, detect_layout, infer_config
+from l2p.pixel_dit import PixelDiT
+from l2p.policies import report, trainable_names
+from l2p.tensor_io import open_source
+from l2p.tiny import official_trunk
+
+
+@dataclass
+class LoadedModel:
+    model: PixelDiT
+    config: L2PConfig
+    official: dict[str, torch.Tensor]  # the checkpoint's tensors (official names), the export's base
+    metadata: dict[str, str]
+    policy: str
+    trainable: list[str]  # official names of the trained parameters
+
+
+def official_names(model: PixelDiT) -> dict[str, str]:
+    """PixelDiT parameter name -> official L2P name (``trunk.`` dropped; the head keeps ``local_decoder.``)."""
+    return {n: n[len("trunk."):] if n.startswith("trunk.") else n for n, _ in model.named_parameters()}
+
+
+def load_model(path: str, policy: str = "") -> LoadedModel:
+    src = open_source(path)
+    sd = {k: src.get(k) for k in src.meta}
+    if detect_layout(sd.keys()) == COMFY:
+        sd = comfy_to_official({k.removeprefix("model.diffusion_model."): v for k, v in sd.items()})
+    cfg = infer_config(sd)
+    if not ARCHITECTURES[cfg.arch].official_layout:
+        raise ValueError(f"training {ARCHITECTURES[cfg.arch].label} conversions is not supported yet: the trainer "
+                         "runs Z-Image-based L2P models")
+    trunk = official_trunk(cfg.dim, cfg.n_layers, cfg.n_noise_refiner, cfg.n_heads, cfg.cap_feat_dim, cfg.patch_size,
+                           device="meta")
+    with torch.device("meta"):
+        head = build_head(cfg.head_variant, cfg.dim)
+    model = PixelDiT(trunk, head, head_variant=cfg.head_variant)
+    names = official_names(model)
+    expected = set(names.values()) | {k for k, _ in model.named_buffers()}
+    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match its own architecture ({len(missing)} tensors missing, e.g. "
+                         f"{(missing or unexpected)[0]}): convert or export it again")
+    state = {n: sd[o].float() for n, o in names.items()}
+    model.load_state_dict(state, assign=True, strict=True)
+    policy = policy or src.metadata.get("l2p.policy") or "official"
+    chosen = trainable_names(names.values(), policy, cfg.n_layers)
+    for n, p in model.named_parameters():
+        p.requires_grad_(names[n] in chosen)
+    return LoadedModel(model, cfg, sd, dict(src.metadata), policy, sorted(chosen))
+
+
+def policy_report(loaded: LoadedModel) -> str:
+    return str(report({k: v.shape for k, v in loaded.official.items()}, loaded.policy, loaded.config.n_layers))

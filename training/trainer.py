@@ -1,0 +1,346 @@
+"""The L2P training loop on accelerate: the source model's flow matching, a named trainable set, exact resume.
+
+Randomness that shapes a step (sigma, and the noise unless it is fixed per item) is drawn from generators
+seeded by (run seed, step, position in the global batch), and the data order depends only on
+(seed, epoch). So a step's result does not depend on how many processes share the global batch, and a run
+resumed from a checkpoint continues bit for bit (CPU) where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import torch
+
+from l2p import pack_version
+from l2p.layouts import layout_keys
+from l2p.schedule import sampling_sigmas, shift_sigma
+from l2p.sizes import side_multiple
+from l2p.tensor_io import PlannedTensor, write_safetensors
+
+from .checkpoint import (
+    checkpoints,
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_state,
+    resolve_resume,
+    restore_rng,
+    save_checkpoint,
+)
+from .config import TrainConfig, to_toml
+from .data import TrainData
+from .model import LoadedModel, load_model, official_names, policy_report
+
+DONE = "training_complete.json"
+
+
+def item_generator(*parts: int) -> torch.Generator:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def sigma_grid(cfg: TrainConfig) -> torch.Tensor:
+    """The official training grid: ``num_train_timesteps`` points of the shifted schedule in (0, 1]."""
+    n = cfg.num_train_timesteps
+    return torch.tensor([shift_sigma(1 - i / n, cfg.shift) for i in range(n)], dtype=torch.float32)
+
+
+def noisy_batch(cfg: TrainConfig, x0: torch.Tensor, seeds: list[int], step: int, slots: list[int],
+                grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_t, sigma, target) with x_t = (1 - sigma) x0 + sigma noise and target noise - x0."""
+    sigmas, noises = [], []
+    for seed, slot, x in zip(seeds, slots, x0, strict=True):
+        gen = item_generator(cfg.seed, step, slot)
+        sigmas.append(grid[torch.randint(len(grid), (1,), generator=gen)])
+        noise_gen = item_generator(seed) if cfg.fixed_noise else gen
+        noises.append(torch.randn(x.shape, generator=noise_gen))
+    sigma = torch.cat(sigmas)
+    noise = torch.stack(noises)
+    s = sigma.view(-1, 1, 1, 1)
+    return (1 - s) * x0 + s * noise, sigma, noise - x0
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask for a clean stop: finish the step, save a checkpoint, exit 0."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._set)
+
+    def _set(self, *_):
+        self.requested = True
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One JSON line on stdout per event: what the L2PTrain node and log readers parse."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def _mixed_precision(cfg: TrainConfig) -> str:
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        from accelerate import Accelerator
+
+        cfg.check()
+        self.cfg = cfg
+        self.loaded: LoadedModel = load_model(cfg.model, cfg.policy)
+        lc = self.loaded.config
+        self.data = TrainData(cfg.dataset, side_multiple(lc.patch_size, lc.head_variant), cfg.max_pixels)
+        self.acc = Accelerator(mixed_precision=_mixed_precision(cfg))
+        self.global_batch = cfg.batch_size * self.acc.num_processes
+        self.data.epoch_batches(0, cfg.seed, self.global_batch)  # fail now, not at step 1, if no batch fits
+        model = self.loaded.model
+        if cfg.gradient_checkpointing:
+            model.trunk.enable_gradient_checkpointing()
+        self.names = official_names(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model, self.optimizer = self.acc.prepare(model, self.optimizer)
+        self.grid = sigma_grid(cfg)
+        self.ema = ({self.names[n]: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                    if cfg.ema_decay else None)
+        self.step, self.epoch, self.batch_pos = 0, 0, 0
+        self.history: list[tuple[int, float]] = []
+
+    # ------------------------------------------------------------------------------------------ state
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        model = self.acc.unwrap_model(self.model)
+        return {self.names[n]: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+    def _param_names(self) -> dict[torch.nn.Parameter, str]:
+        model = self.acc.unwrap_model(self.model)
+        return {p: self.names[n] for n, p in model.named_parameters() if p.requires_grad}
+
+    def save(self) -> str | None:
+        path = None
+        if self.acc.is_main_process:
+            state = {"step": self.step, "epoch": self.epoch, "batch_pos": self.batch_pos,
+                     "world_size": self.acc.num_processes, "config": dataclasses.asdict(self.cfg),
+                     "history": self.history}
+            path = save_checkpoint(self.cfg.output_dir, self.step, self._trainable(),
+                                   optimizer_state(self.optimizer, self._param_names()), state, self.ema,
+                                   self.cfg.checkpoints_total_limit)
+            emit("checkpoint", step=self.step, path=path)
+        self.acc.wait_for_everyone()
+        return path
+
+    def resume(self) -> None:
+        path = resolve_resume(self.cfg.output_dir, self.cfg.resume)
+        if path is None:
+            return
+        ckpt = load_checkpoint(path)
+        st = ckpt["state"]
+        saved_batch = st["world_size"] * st["config"]["batch_size"]
+        if saved_batch != self.global_batch:
+            raise ValueError(f"{path} was trained with a global batch of {saved_batch}, this run has "
+                             f"{self.global_batch}: keep batch_size x processes the same to resume")
+        model = self.acc.unwrap_model(self.model)
+        by_name = {self.names[n]: p for n, p in model.named_parameters() if p.requires_grad}
+        with torch.no_grad():
+            for name, value in ckpt["trainable"].items():
+                by_name[name].copy_(value)
+        load_optimizer_state(self.optimizer, by_name, *ckpt["optimizer"])
+        if self.ema is not None and ckpt["ema"] is not None:
+            self.ema = {k: v.clone() for k, v in ckpt["ema"].items()}
+        restore_rng(ckpt)
+        self.step, self.epoch, self.batch_pos = st["step"], st["epoch"], st["batch_pos"]
+        self.history = [tuple(h) for h in st.get("history", [])]
+        emit("resumed", step=self.step, path=path)
+
+    # ------------------------------------------------------------------------------------------- loop
+    def _next_batch(self) -> tuple[list[int], list[int]]:
+        batches = self.data.epoch_batches(self.epoch, self.cfg.seed, self.global_batch, self.cfg.shuffle)
+        if self.batch_pos >= len(batches):
+            self.epoch, self.batch_pos = self.epoch + 1, 0
+            batches = self.data.epoch_batches(self.epoch, self.cfg.seed, self.global_batch, self.cfg.shuffle)
+        batch = batches[self.batch_pos]
+        self.batch_pos += 1
+        r, bs = self.acc.process_index, self.cfg.batch_size
+        return batch[r * bs:(r + 1) * bs], list(range(r * bs, (r + 1) * bs))
+
+    def _micro_step(self, sync: bool, micro: int) -> float:
+        positions, slots = self._next_batch()
+        items = [self.data.load(p) for p in positions]
+        x0 = torch.stack([i[0] for i in items]).to(self.acc.device)
+        caps = [i[1].to(self.acc.device) for i in items]
+        slot_ids = [s + micro * self.global_batch for s in slots]
+        xt, sigma, target = noisy_batch(self.cfg, x0.cpu(), [i[2] for i in items], self.step, slot_ids, self.grid)
+        xt, sigma, target = xt.to(self.acc.device), sigma.to(self.acc.device), target.to(self.acc.device)
+        ctx = self.acc.no_sync(self.model) if not sync else contextlib.nullcontext()
+        with ctx, self.acc.autocast():
+            pred = self.model(xt, sigma, caps)
+            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+            self.acc.backward(loss / self.cfg.gradient_accumulation_steps)
+        return float(loss.detach())
+
+    def _lr(self) -> float:
+        if self.cfg.warmup_steps and self.step < self.cfg.warmup_steps:
+            return self.cfg.lr * (self.step + 1) / self.cfg.warmup_steps
+        return self.cfg.lr
+
+    def train(self) -> str:
+        cfg = self.cfg
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        if self.acc.is_main_process:
+            with open(os.path.join(cfg.output_dir, "config.toml"), "w", encoding="utf-8") as f:
+                f.write(to_toml(cfg))
+        self.resume()
+        stop = StopFlag()
+        emit("start", step=self.step, steps=cfg.steps, processes=self.acc.num_processes,
+             global_batch=self.global_batch, policy=policy_report(self.loaded), items=len(self.data.examples))
+        progress = _progress(cfg.steps, self.step, self.acc.is_main_process)
+        window, t0, done_at_t0 = [], time.monotonic(), self.step
+        while self.step < cfg.steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr()
+            losses = [self._micro_step(m == cfg.gradient_accumulation_steps - 1, m)
+                      for m in range(cfg.gradient_accumulation_steps)]
+            if cfg.max_grad_norm:
+                self.acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._update_ema()
+            self.step += 1
+            loss = float(self.acc.reduce(torch.tensor(sum(losses) / len(losses), device=self.acc.device),
+                                         reduction="mean"))
+            window.append(loss)
+            self.history.append((self.step, loss))
+            progress.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                secs = max(time.monotonic() - t0, 1e-9)
+                emit("log", step=self.step, steps=cfg.steps, loss=sum(window) / len(window), lr=self._lr(),
+                     samples_per_s=(self.step - done_at_t0) * self.global_batch * cfg.gradient_accumulation_steps
+                     / secs, memory_mb=_memory_mb(), epoch=self.epoch)
+                window = []
+            if cfg.validate_every and self.step % cfg.validate_every == 0:
+                self.validate()
+            stopping = self._agree(stop.requested)
+            if stopping or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                self.save()
+            if stopping:
+                progress.close()
+                emit("stopped", step=self.step)
+                return ""
+        progress.close()
+        if not any(s == self.step for s, _ in checkpoints(cfg.output_dir)):
+            self.save()
+        path = self.export()
+        if self.acc.is_main_process:
+            self._loss_plot()
+            with open(os.path.join(cfg.output_dir, DONE), "w", encoding="utf-8") as f:
+                json.dump({"step": self.step, "export": path}, f)
+            emit("done", step=self.step, export=path)
+        return path
+
+    def _agree(self, flag: bool) -> bool:
+        """Every process stops at the same step when any of them was asked to."""
+        t = torch.tensor([1.0 if flag else 0.0], device=self.acc.device)
+        return bool(self.acc.reduce(t, reduction="sum").item() > 0)
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            for name, value in self._trainable().items():
+                self.ema[name].mul_(self.cfg.ema_decay).add_(value.to(self.ema[name].dtype),
+                                                              alpha=1 - self.cfg.ema_decay)
+
+    # ---------------------------------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def validate(self) -> list[str]:
+        """Images from the first dataset items' conditioning and seeds, with the official Euler sampler."""
+        if not self.acc.is_main_process:
+            self.acc.wait_for_everyone()
+            return []
+        from PIL import Image
+
+        model = self.acc.unwrap_model(self.model).eval()
+        folder = os.path.join(self.cfg.output_dir, "validation")
+        os.makedirs(folder, exist_ok=True)
+        paths = []
+        sigmas = sampling_sigmas(self.cfg.validation_steps, self.cfg.shift)
+        for k in range(min(self.cfg.validation_items, len(self.data.examples))):
+            x0, cap, seed = self.data.load(k)
+            x = torch.randn((1, *x0.shape), generator=item_generator(seed, 1)).to(self.acc.device)
+            for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+                v = model(x, torch.tensor([s], device=x.device), [cap.to(x.device)])
+                x = x + v * (s_next - s)
+            img = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+            path = os.path.join(folder, f"step-{self.step:06d}-{k}.png")
+            Image.fromarray(img).save(path)
+            paths.append(path)
+        model.train()
+        emit("validation", step=self.step, images=paths)
+        self.acc.wait_for_everyone()
+        return paths
+
+    def export(self) -> str:
+        """The full model (the checkpoint's tensors with the trained ones, EMA if on) as an L2P checkpoint."""
+        if not self.acc.is_main_process:
+            self.acc.wait_for_everyone()
+            return ""
+        trained = self.ema if self.ema is not None else self._trainable()
+        full = dict(self.loaded.official)
+        full.update({k: v.detach().cpu().to(full[k].dtype) for k, v in trained.items()})
+        plan = [PlannedTensor(m.name, m.make(lambda k: full[k].to("meta")), lambda m=m: m.make(full.__getitem__))
+                for m in layout_keys(full.keys(), self.cfg.export_layout, self.loaded.config.patch_size)]
+        meta = {k: v for k, v in self.loaded.metadata.items() if k.startswith("l2p.")}
+        meta.update({"l2p.policy": self.loaded.policy, "l2p.policy_report": policy_report(self.loaded),
+                     "l2p.steps": str(self.step), "l2p.layout": self.cfg.export_layout,
+                     "l2p.train_config": to_toml(self.cfg), "l2p.pack_version": pack_version(),
+                     "l2p.ema": str(self.cfg.ema_decay)})
+        path = os.path.join(self.cfg.output_dir, f"{self.cfg.export_name}.safetensors")
+        write_safetensors(path, plan, meta)
+        self.acc.wait_for_everyone()
+        return path
+
+    def _loss_plot(self) -> None:
+        if not self.history:
+            return
+        from .plots import line_chart
+
+        line_chart(os.path.join(self.cfg.output_dir, "loss.png"), {"train loss": list(self.history)},
+                   "L2P training loss", "step", "flow-matching loss")
+
+
+def _memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return math.nan
+
+
+def _progress(total: int, initial: int, main: bool):
+    if main:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(total=total, initial=initial, unit="step", desc="training", file=sys.stderr)
+        except ImportError:
+            pass
+
+    class _Quiet:
+        def update(self, n: int) -> None: ...
+
+        def close(self) -> None: ...
+
+    return _Quiet()
+
