@@ -1,13 +1,31 @@
-"""The L2P Detailer Head: a small full-image U-Net that replaces the DiT's final layer.
+"""The L2P Detailer Heads: small full-image U-Nets that replace the DiT's final layer.
 
-Facts (l2p-technical.md §1.3): four 3x3 conv + SiLU stages 3->64->128->256->512 with 2x max-pooling,
-a 1x1 bottleneck on [pooled features ; DiT feature map] (the raw output of the last DiT block, no norm),
-nearest 2x upsampling + 3x3 conv, skip concatenation, and a 1x1 output conv back to 3 channels. No
-timestep or text input of its own. The raw output approximates ``x0 - noise``. Sides must be multiples
-of 16 (four pools). Parameter names match the official ``local_decoder.*`` keys.
+Facts (l2p-technical.md §1.3, §1.7; uhr-heads.md §2-§4). Every head is the same kind of U-Net:
 
-``ops`` lets ComfyUI pass its own layer classes (manual dtype cast, fp8 storage, offloading, LoRA
-patching); plain torch uses ``torch.nn``.
+* ``enc`` = 3x3 conv + SiLU (its output is the skip), then 2x max-pooling;
+* ``bottleneck`` = 1x1 conv + SiLU on ``cat([pooled, DiT feature map])`` (the raw output of the last DiT
+  block, no norm) -- the only conditioning; there is no timestep or text input of its own;
+* ``up`` = nearest 2x upsampling + 3x3 conv (no activation; the conv sits at index 1, ``up4.1.weight``);
+* ``dec`` = 3x3 conv + SiLU on ``cat([up, skip])``; ``out_conv`` = 1x1 conv back to 3 channels.
+
+The raw output approximates ``x0 - noise``. The variants differ in their stages (outermost first):
+
+=====  =====  ========================================================  ==============================
+head   patch  stages (enc / up / dec)                                   bottleneck (D = feature dim)
+=====  =====  ========================================================  ==============================
+1k     16     enc1..enc4 3->64->128->256->512                           (512+D)->512 at H/16
+4k     64     enc0 3->16, enc0b ->32, enc1 ->64 .. enc4 ->512           (512+D)->512 at H/64
+8k     128    enc_8k 3->3, then the 4k stages                           (512+D)->512 at H/128
+10k    160    enc_10k_a 3->3, enc0 .. enc3 ->256 (no enc4; up3 512->256)  (256+D)->512 at H/64
+=====  =====  ========================================================  ==============================
+
+Feature injection: the 1k head nearest-interpolates the feature map if its shape differs from the bottleneck;
+4k and 8k concatenate it as is (it must be the H/p x W/p token grid); 10k has its bottleneck at H/64 but its
+tokens at H/160 and resizes them with legacy ``nearest`` (official code: a hard-coded 160x160, identical at
+10240x10240; here the real bottleneck size, which needs sides that are multiples of 320 = lcm(160, 64)).
+
+Parameter names match the official ``local_decoder.*`` keys. ``ops`` lets ComfyUI pass its own layer classes
+(manual dtype cast, fp8 storage, offloading, LoRA patching); plain torch uses ``torch.nn``.
 """
 
 from __future__ import annotations
@@ -15,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,66 +46,190 @@ def _conv(ops, cin: int, cout: int, k: int, device=None, dtype=None) -> nn.Modul
     return ops.Conv2d(cin, cout, kernel_size=k, padding=k // 2, device=device, dtype=dtype)
 
 
-class DetailerHead1K(nn.Module):
-    """The 1K head (patch 16): 4 levels, bottleneck at H/16 x W/16 where the DiT feature map enters."""
+def _pool(h: torch.Tensor) -> torch.Tensor:
+    """The 2x max-pooling between levels (a module-level function so that tests can swap it)."""
+    return F.max_pool2d(h, 2)
 
-    levels = 4
-    channels = (64, 128, 256, 512)
+
+class Stage(NamedTuple):
+    """One U-Net level, outermost first: its three module names and output channels.
+
+    Inputs follow from the neighbours: ``enc`` takes the previous level's skip (or the image), ``up`` takes
+    the inner level's ``dec`` output (or the bottleneck), ``dec`` takes ``up_out + enc_out``.
+    """
+
+    enc: str
+    up: str
+    dec: str
+    enc_out: int
+    up_out: int
+    dec_out: int
+
+
+def _stages(suffixes: Iterable[str], enc_out: Iterable[int], up_out: Iterable[int],
+            dec_out: Iterable[int]) -> tuple[Stage, ...]:
+    """Stages named enc<s>/up<s>/dec<s> for each suffix (``enc0b``, ``up0b``, ``dec0b``)."""
+    return tuple(Stage(f"enc{s}", f"up{s}", f"dec{s}", e, u, d)
+                 for s, e, u, d in zip(suffixes, enc_out, up_out, dec_out, strict=True))
+
+
+_STAGES_1K = _stages(["1", "2", "3", "4"], [64, 128, 256, 512], [64, 128, 256, 512], [64, 64, 128, 256])
+_STAGES_4K = _stages(["0", "0b", "1", "2", "3", "4"], [16, 32, 64, 128, 256, 512], [16, 32, 64, 128, 256, 512],
+                     [16, 16, 32, 64, 128, 256])
+_STAGE_8K = Stage("enc_8k", "up_8k", "dec_8k", 3, 16, 16)
+_STAGE_10K = Stage("enc_10k_a", "up_10k_a", "dec_10k_a", 3, 16, 16)
+# 10k: the 4k stages without enc4/up4/dec4, and up3 takes the bottleneck's 512 channels down to 256.
+_STAGES_10K = (_STAGE_10K, *_STAGES_4K[:-1])
+
+
+class DetailerHead(nn.Module):
+    """A Detailer Head U-Net built from ``STAGES`` (outermost first) with the official key names.
+
+    Subclasses set the class attributes; ``forward(x, features)`` takes the noisy image [B, C, H, W] (sides
+    multiples of ``multiple``) and the DiT feature map [B, D, H/patch, W/patch] and returns [B, C, H, W].
+    """
+
+    variant: str
+    STAGES: tuple[Stage, ...]
+    bottleneck_out = 512
+    levels: int  # number of 2x poolings; the bottleneck is at H / 2**levels
+    patch_size: int  # DiT patch: the feature map is H/patch x W/patch
+    multiple: int  # image sides must be multiples of this
+    receptive_radius: int  # px an output pixel can depend on, per axis (uhr-heads.md §4; tests/test_heads.py)
+    feature_injection: str  # "interpolate_if_differs" (1k), "exact" (4k, 8k), "resize" (10k)
 
     def __init__(self, feature_dim: int, in_channels: int = 3, ops=TORCH_OPS, device=None, dtype=None):
         super().__init__()
-        c1, c2, c3, c4 = self.channels
         kw = {"device": device, "dtype": dtype}
-        self.enc1 = nn.Sequential(_conv(ops, in_channels, c1, 3, **kw), nn.SiLU())
-        self.enc2 = nn.Sequential(_conv(ops, c1, c2, 3, **kw), nn.SiLU())
-        self.enc3 = nn.Sequential(_conv(ops, c2, c3, 3, **kw), nn.SiLU())
-        self.enc4 = nn.Sequential(_conv(ops, c3, c4, 3, **kw), nn.SiLU())
-        self.bottleneck = nn.Sequential(_conv(ops, c4 + feature_dim, c4, 1, **kw), nn.SiLU())
-        self.up4 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(ops, c4, c4, 3, **kw))
-        self.dec4 = nn.Sequential(_conv(ops, c4 + c4, c3, 3, **kw), nn.SiLU())
-        self.up3 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(ops, c3, c3, 3, **kw))
-        self.dec3 = nn.Sequential(_conv(ops, c3 + c3, c2, 3, **kw), nn.SiLU())
-        self.up2 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(ops, c2, c2, 3, **kw))
-        self.dec2 = nn.Sequential(_conv(ops, c2 + c2, c1, 3, **kw), nn.SiLU())
-        self.up1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(ops, c1, c1, 3, **kw))
-        self.dec1 = nn.Sequential(_conv(ops, c1 + c1, c1, 3, **kw), nn.SiLU())
-        self.out_conv = _conv(ops, c1, in_channels, 1, **kw)
+        cin = in_channels
+        for st in self.STAGES:
+            self.add_module(st.enc, nn.Sequential(_conv(ops, cin, st.enc_out, 3, **kw), nn.SiLU()))
+            cin = st.enc_out
+        self.bottleneck = nn.Sequential(_conv(ops, cin + feature_dim, self.bottleneck_out, 1, **kw), nn.SiLU())
+        cin = self.bottleneck_out
+        for st in reversed(self.STAGES):
+            self.add_module(st.up, nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                                 _conv(ops, cin, st.up_out, 3, **kw)))
+            self.add_module(st.dec, nn.Sequential(_conv(ops, st.up_out + st.enc_out, st.dec_out, 3, **kw),
+                                                  nn.SiLU()))
+            cin = st.dec_out
+        self.out_conv = _conv(ops, cin, in_channels, 1, **kw)
 
-    @staticmethod
-    def expected_keys() -> list[str]:
-        names = [f"enc{i}.0" for i in range(1, 5)] + ["bottleneck.0"] + [f"up{i}.1" for i in range(1, 5)]
-        names += [f"dec{i}.0" for i in range(1, 5)] + ["out_conv"]
+    @classmethod
+    def expected_keys(cls) -> list[str]:
+        """The ``local_decoder.*`` tensor names (without the prefix), in registration order."""
+        names = [st.enc + ".0" for st in cls.STAGES] + ["bottleneck.0"]
+        for st in reversed(cls.STAGES):
+            names += [st.up + ".1", st.dec + ".0"]
+        names.append("out_conv")
         return [f"{n}.{p}" for n in names for p in ("weight", "bias")]
 
+    def check_size(self, height: int, width: int) -> None:
+        """Raise a one-line ValueError unless an image of this size fits the head."""
+        m = self.multiple
+        if height % m or width % m:
+            h, w = -(-height // m) * m, -(-width // m) * m
+            raise ValueError(f"the {self.variant} Detailer Head needs image sides that are multiples of {m}, got "
+                             f"{height}x{width} (pad or resize to e.g. {h}x{w})")
+
+    def fit_features(self, features: torch.Tensor, size: torch.Size, image: tuple[int, int]) -> torch.Tensor:
+        """The DiT feature map at the bottleneck's ``size``, as this variant injects it."""
+        if features.shape[-2:] == size:
+            return features
+        if self.feature_injection == "exact":
+            p = self.patch_size
+            raise ValueError(f"the {self.variant} Detailer Head needs the DiT feature map at H/{p} x W/{p} = "
+                             f"{size[0]}x{size[1]} tokens for a {image[0]}x{image[1]} image, got "
+                             f"{features.shape[-2]}x{features.shape[-1]}")
+        # legacy "nearest" (src = floor(dst * in/out)), as the official 1k and 10k code; not "nearest-exact"
+        return F.interpolate(features, size=tuple(size), mode="nearest")
+
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """x: noisy image [B, C, H, W] (H, W multiples of 16); features: DiT map [B, dim, Ht, Wt]."""
-        e1 = self.enc1(x)
-        e2 = self.enc2(F.max_pool2d(e1, 2))
-        e3 = self.enc3(F.max_pool2d(e2, 2))
-        e4 = self.enc4(F.max_pool2d(e3, 2))
-        p4 = F.max_pool2d(e4, 2)
-        if features.shape[-2:] != p4.shape[-2:]:
-            features = F.interpolate(features, size=p4.shape[-2:], mode="nearest")
-        b = self.bottleneck(torch.cat([p4, features.to(p4.dtype)], dim=1))
-        d4 = self.dec4(torch.cat([self.up4(b), e4], dim=1))
-        d3 = self.dec3(torch.cat([self.up3(d4), e3], dim=1))
-        d2 = self.dec2(torch.cat([self.up2(d3), e2], dim=1))
-        d1 = self.dec1(torch.cat([self.up1(d2), e1], dim=1))
-        return self.out_conv(d1)
+        """x: noisy image [B, C, H, W]; features: DiT map [B, D, Ht, Wt] (see ``fit_features``)."""
+        self.check_size(x.shape[-2], x.shape[-1])
+        skips = []
+        h = x
+        for st in self.STAGES:
+            h = getattr(self, st.enc)(h)
+            skips.append(h)
+            h = _pool(h)
+        # temporaries inside the calls: a resized feature map and each skip are freed as soon as they are used
+        # (head_tiling.peak_activation_channels replays these lifetimes)
+        fitted = [self.fit_features(features, h.shape[-2:], (x.shape[-2], x.shape[-1])).to(h.dtype)]
+        h = self.bottleneck(torch.cat([h, fitted.pop()], dim=1))
+        for st in reversed(self.STAGES):
+            h = getattr(self, st.dec)(torch.cat([getattr(self, st.up)(h), skips.pop()], dim=1))
+        return self.out_conv(h)
+
+
+class DetailerHead1K(DetailerHead):
+    """The 1K head (patch 16): 4 levels, bottleneck at H/16 x W/16 where the DiT feature map enters."""
+
+    variant = "1k"
+    STAGES = _STAGES_1K
+    channels = (64, 128, 256, 512)
+    levels = 4
+    patch_size = 16
+    multiple = 16
+    receptive_radius = 60
+    feature_injection = "interpolate_if_differs"
+
+
+class DetailerHead4K(DetailerHead):
+    """The 4K head (patch 64): 6 levels 3->16->32->64->128->256->512, bottleneck at H/64 = the token grid."""
+
+    variant = "4k"
+    STAGES = _STAGES_4K
+    levels = 6
+    patch_size = 64
+    multiple = 64
+    receptive_radius = 252
+    feature_injection = "exact"
+
+
+class DetailerHead8K(DetailerHead):
+    """The 8K head (patch 128): enc_8k 3->3 + pool around the 4K U-Net, bottleneck at H/128 = the token grid."""
+
+    variant = "8k"
+    STAGES = (_STAGE_8K, *_STAGES_4K)
+    levels = 7
+    patch_size = 128
+    multiple = 128
+    receptive_radius = 508
+    feature_injection = "exact"
+
+
+class DetailerHead10K(DetailerHead):
+    """The 10K head (patch 160): enc_10k_a 3->3 + pool, the 4K U-Net without enc4, bottleneck (256+D) at H/64.
+
+    The H/160 token map is nearest-resized to the H/64 bottleneck: tokens alternately cover 3 and 2 cells.
+    """
+
+    variant = "10k"
+    STAGES = _STAGES_10K
+    levels = 6
+    patch_size = 160
+    multiple = 320  # lcm(160, 2**6): whole tokens and whole bottleneck cells
+    receptive_radius = 252
+    feature_injection = "resize"
 
 
 @dataclass(frozen=True)
 class HeadVariant:
     name: str
-    cls: type[nn.Module]
-    marker: str  # a local_decoder key only this variant has
+    cls: type[DetailerHead]
+    marker: str  # a local_decoder key that this variant has and no variant after it has
 
     def expected_keys(self) -> list[str]:
         return self.cls.expected_keys()
 
 
-# Ordered most specific first: detection takes the first variant whose marker key is present.
+# Ordered most specific first: detection takes the first variant whose marker key is present
+# (8k and 10k also have enc0, 4k also has enc1).
 HEAD_VARIANTS: dict[str, HeadVariant] = {
+    "10k": HeadVariant("10k", DetailerHead10K, "enc_10k_a.0.weight"),
+    "8k": HeadVariant("8k", DetailerHead8K, "enc_8k.0.weight"),
+    "4k": HeadVariant("4k", DetailerHead4K, "enc0.0.weight"),
     "1k": HeadVariant("1k", DetailerHead1K, "enc1.0.weight"),
 }
 
@@ -101,10 +244,19 @@ def detect_head_variant(keys: Iterable[str]) -> str:
 
 
 def build_head(variant: str, feature_dim: int, in_channels: int = 3, ops=TORCH_OPS, device=None,
-               dtype=None) -> nn.Module:
+               dtype=None) -> DetailerHead:
     return HEAD_VARIANTS[variant].cls(feature_dim, in_channels=in_channels, ops=ops, device=device, dtype=dtype)
 
 
 def head_multiple(variant: str) -> int:
-    """Image sides must be multiples of this (2 ** number of pooling levels)."""
-    return 2 ** HEAD_VARIANTS[variant].cls.levels
+    """Image sides must be multiples of this: 2 ** pooling levels (10k: lcm(160, 64) = 320)."""
+    return HEAD_VARIANTS[variant].cls.multiple
+
+
+def variant_for_patch(patch_size: int) -> str:
+    """The head variant that goes with a DiT patch size (16 -> "1k", 64 -> "4k", 128 -> "8k", 160 -> "10k")."""
+    for variant in HEAD_VARIANTS.values():
+        if variant.cls.patch_size == patch_size:
+            return variant.name
+    supported = ", ".join(f"{v.cls.patch_size} ({v.name})" for v in reversed(HEAD_VARIANTS.values()))
+    raise ValueError(f"no L2P Detailer Head for patch size {patch_size}: supported patches are {supported}")

@@ -1,0 +1,176 @@
+"""Exact spatial tiling of the Detailer Heads, and their activation-memory estimate.
+
+Tiling (uhr-heads.md §4). The heads are full-image U-Nets, so a tile needs a halo: an output pixel depends on
+input pixels within ``receptive_radius`` per axis (1k 60, 4k/10k 252, 8k 508 px; measured in
+tests/test_heads.py). A tile's core equals the untiled output exactly when
+
+* every tile origin, halo included, is on the head's pooling grid (2**levels), so pooling cells and nearest
+  upsampling line up with the untiled run;
+* it is also on the token grid (the patch), so the feature map slices at whole tokens; the 10k head also needs
+  a 320 px grid so that its floor(0.4 i) token-to-bottleneck mapping is the same in every tile. All of these
+  are ``grid = lcm(head.multiple, head.patch_size)``: 16 (1k), 64 (4k), 128 (8k), 320 (10k);
+* the halo is at least the receptive radius, rounded up to the grid: 64, 256, 512, 320 px;
+* tiles are clipped to the image, never padded, so the convs' zero padding at the true border is untouched.
+
+Memory. ``peak_activation_channels`` replays the tensor lifetimes of ``DetailerHead.forward`` (encoder outputs
+kept as skips and freed when the decoder pops them; Sequential temporaries freed after the next layer; the
+cat of up and skip alive during the dec conv and its SiLU) and returns the peak of the live channels, each
+weighted by its resolution (a tensor at level l, H/2**l, counts 4**-l per full-resolution pixel). Times the
+element size that is the activation bytes per image pixel; ``SLACK`` covers conv workspaces and allocator
+rounding. Pure torch, no ComfyUI import.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .head import HEAD_VARIANTS, DetailerHead
+
+# Margin on the replayed liveness for conv workspaces / allocator rounding: an assumption, not a measurement.
+SLACK = 1.25
+
+
+def tile_grid(head: DetailerHead | type[DetailerHead]) -> int:
+    """Tile origins and sizes are multiples of this (pooling grid, token grid, and 320 px for 10k)."""
+    return math.lcm(head.multiple, head.patch_size)
+
+
+def tile_halo(head: DetailerHead | type[DetailerHead]) -> int:
+    """Context on each side of a tile: the receptive radius rounded up to the tile grid."""
+    grid = tile_grid(head)
+    return -(-head.receptive_radius // grid) * grid
+
+
+def _spans(size: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """(core start, core end, region start, region end) along one axis; regions clipped to [0, size)."""
+    return [(c0, min(c0 + tile, size), max(0, c0 - halo), min(size, c0 + tile + halo)) for c0 in range(0, size, tile)]
+
+
+def run_head_tiled(head: DetailerHead, x: torch.Tensor, features: torch.Tensor, tile: int) -> torch.Tensor:
+    """``head(x, features)`` computed in tiles of ``tile`` x ``tile`` output pixels, each run with an exact halo.
+
+    ``tile`` is rounded up to ``tile_grid(head)``; ``tile <= 0``, or a tile that covers the image, runs the head
+    once. ``features`` must be the token grid, [B, D, H/patch, W/patch]. Peak memory is that of one
+    (tile + 2 halo)^2 region plus the output.
+    """
+    height, width = x.shape[-2:]
+    head.check_size(height, width)
+    p = head.patch_size
+    if tuple(features.shape[-2:]) != (height // p, width // p):
+        raise ValueError(f"tiling the {head.variant} Detailer Head needs the DiT feature map on the token grid, "
+                         f"{height // p}x{width // p} for a {height}x{width} image, got "
+                         f"{features.shape[-2]}x{features.shape[-1]}")
+    grid = tile_grid(head)
+    tile = -(-int(tile) // grid) * grid
+    if tile <= 0 or (tile >= height and tile >= width):
+        return head(x, features)
+    halo = tile_halo(head)
+    out = None
+    for y0, y1, ya, yb in _spans(height, tile, halo):
+        for x0, x1, xa, xb in _spans(width, tile, halo):
+            part = head(x[..., ya:yb, xa:xb], features[..., ya // p:yb // p, xa // p:xb // p])
+            if out is None:
+                out = part.new_empty((*part.shape[:-2], height, width))
+            out[..., y0:y1, x0:x1] = part[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+            del part
+    return out
+
+
+def _head_class(variant: str | type[DetailerHead]) -> type[DetailerHead]:
+    return HEAD_VARIANTS[variant].cls if isinstance(variant, str) else variant
+
+
+def peak_activation_channels(variant: str | type[DetailerHead], feature_dim: int = 3840,
+                             in_channels: int = 3) -> float:
+    """Peak live activations of one forward, in channels per full-resolution pixel (see the module doc).
+
+    The input image is counted (a tile slice may be copied to contiguous memory); the caller's feature map is
+    not, but the 10k head's resized copy of it is. ``variant`` may also be a head class.
+    """
+    cls = _head_class(variant)
+    alive = peak = float(in_channels)
+
+    def alloc(channels: int, level: int) -> None:
+        nonlocal alive, peak
+        alive += channels / 4 ** level
+        peak = max(peak, alive)
+
+    def free(channels: int, level: int) -> None:
+        nonlocal alive
+        alive -= channels / 4 ** level
+
+    cin = in_channels
+    for level, st in enumerate(cls.STAGES):
+        alloc(st.enc_out, level)  # conv
+        alloc(st.enc_out, level)  # SiLU
+        free(st.enc_out, level)  # conv output dropped; the SiLU output is the skip
+        if level:
+            free(cin, level)  # the pooled input of this stage
+        alloc(st.enc_out, level + 1)  # pool
+        cin = st.enc_out
+    bottom = len(cls.STAGES)
+    resized = feature_dim if cls.feature_injection == "resize" else 0
+    alloc(resized, bottom)
+    alloc(cin + feature_dim, bottom)  # cat([pooled, features])
+    free(resized, bottom)
+    alloc(cls.bottleneck_out, bottom)  # conv
+    alloc(cls.bottleneck_out, bottom)  # SiLU
+    free(cls.bottleneck_out, bottom)
+    free(cin + feature_dim, bottom)
+    free(cin, bottom)
+    ch = cls.bottleneck_out
+    for level in reversed(range(bottom)):
+        st = cls.STAGES[level]
+        alloc(ch, level)  # nearest upsample
+        alloc(st.up_out, level)  # up conv
+        free(ch, level)
+        alloc(st.up_out + st.enc_out, level)  # cat([up, skip])
+        free(st.up_out, level)
+        free(st.enc_out, level)  # the skip, popped
+        alloc(st.dec_out, level)  # conv
+        alloc(st.dec_out, level)  # SiLU
+        free(st.dec_out, level)
+        free(st.up_out + st.enc_out, level)
+        free(ch, level + 1)  # the previous decoder output
+        ch = st.dec_out
+    alloc(in_channels, 0)  # out_conv
+    return peak
+
+
+def activation_bytes_per_pixel(variant: str, dtype_bytes: int, feature_dim: int = 3840) -> float:
+    """Estimated head activation bytes per image pixel and batch item (``SLACK`` included)."""
+    return peak_activation_channels(variant, feature_dim) * dtype_bytes * SLACK
+
+
+def head_memory_bytes(variant: str, height: int, width: int, batch: int, dtype_bytes: int,
+                      feature_dim: int = 3840) -> int:
+    """Estimated activation memory of one untiled head forward on a batch of height x width images."""
+    return math.ceil(activation_bytes_per_pixel(variant, dtype_bytes, feature_dim) * height * width * batch)
+
+
+def tiled_memory_bytes(variant: str, height: int, width: int, batch: int, dtype_bytes: int, tile: int,
+                       feature_dim: int = 3840) -> int:
+    """Estimated memory of ``run_head_tiled`` with this tile: the largest region's activations plus the output."""
+    cls = HEAD_VARIANTS[variant].cls
+    if tile <= 0 or (tile >= height and tile >= width):
+        return head_memory_bytes(variant, height, width, batch, dtype_bytes, feature_dim)
+    halo = tile_halo(cls)
+    region = head_memory_bytes(variant, min(height, tile + 2 * halo), min(width, tile + 2 * halo), batch,
+                               dtype_bytes, feature_dim)
+    return region + batch * 3 * height * width * dtype_bytes
+
+
+def auto_tile_size(variant: str, height: int, width: int, batch: int, free_bytes: int, dtype_bytes: int,
+                   feature_dim: int = 3840) -> int:
+    """The tile for ``run_head_tiled``: 0 (untiled) when the whole image fits in ``free_bytes``, else the
+    largest multiple of the tile grid whose estimate fits; the smallest tile (one grid step) when none does.
+    Non-decreasing in ``free_bytes`` (with 0, untiled, above every tile)."""
+    if head_memory_bytes(variant, height, width, batch, dtype_bytes, feature_dim) <= free_bytes:
+        return 0
+    grid = tile_grid(HEAD_VARIANTS[variant].cls)
+    for tile in range((max(height, width) - 1) // grid * grid, 0, -grid):
+        if tiled_memory_bytes(variant, height, width, batch, dtype_bytes, tile, feature_dim) <= free_bytes:
+            return tile
+    return grid
