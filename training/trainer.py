@@ -101,7 +101,9 @@ class Trainer:
         self.loaded: LoadedModel = load_model(cfg.model, cfg.policy)
         lc = self.loaded.config
         self.data = TrainData(cfg.dataset, side_multiple(lc.patch_size, lc.head_variant), cfg.max_pixels)
-        self.acc = Accelerator(mixed_precision=_mixed_precision(cfg))
+        # Without CUDA, accelerate only forms a process group (gloo, MULTI_CPU) when asked for the CPU.
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.acc = Accelerator(mixed_precision=_mixed_precision(cfg), cpu=several and not torch.cuda.is_available())
         self.global_batch = cfg.batch_size * self.acc.num_processes
         self.data.epoch_batches(0, cfg.seed, self.global_batch)  # fail now, not at step 1, if no batch fits
         model = self.loaded.model
@@ -116,6 +118,10 @@ class Trainer:
                     if cfg.ema_decay else None)
         self.step, self.epoch, self.batch_pos = 0, 0, 0
         self.history: list[tuple[int, float]] = []
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        if self.acc.is_main_process:
+            emit(event, **fields)
 
     # ------------------------------------------------------------------------------------------ state
     def _trainable(self) -> dict[str, torch.Tensor]:
@@ -135,7 +141,7 @@ class Trainer:
             path = save_checkpoint(self.cfg.output_dir, self.step, self._trainable(),
                                    optimizer_state(self.optimizer, self._param_names()), state, self.ema,
                                    self.cfg.checkpoints_total_limit)
-            emit("checkpoint", step=self.step, path=path)
+            self._emit("checkpoint", step=self.step, path=path)
         self.acc.wait_for_everyone()
         return path
 
@@ -160,7 +166,7 @@ class Trainer:
         restore_rng(ckpt)
         self.step, self.epoch, self.batch_pos = st["step"], st["epoch"], st["batch_pos"]
         self.history = [tuple(h) for h in st.get("history", [])]
-        emit("resumed", step=self.step, path=path)
+        self._emit("resumed", step=self.step, path=path)
 
     # ------------------------------------------------------------------------------------------- loop
     def _next_batch(self) -> tuple[list[int], list[int]]:
@@ -201,7 +207,7 @@ class Trainer:
                 f.write(to_toml(cfg))
         self.resume()
         stop = StopFlag()
-        emit("start", step=self.step, steps=cfg.steps, processes=self.acc.num_processes,
+        self._emit("start", step=self.step, steps=cfg.steps, processes=self.acc.num_processes,
              global_batch=self.global_batch, policy=policy_report(self.loaded), items=len(self.data.examples))
         progress = _progress(cfg.steps, self.step, self.acc.is_main_process)
         window, t0, done_at_t0 = [], time.monotonic(), self.step
@@ -223,7 +229,7 @@ class Trainer:
             progress.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 secs = max(time.monotonic() - t0, 1e-9)
-                emit("log", step=self.step, steps=cfg.steps, loss=sum(window) / len(window), lr=self._lr(),
+                self._emit("log", step=self.step, steps=cfg.steps, loss=sum(window) / len(window), lr=self._lr(),
                      samples_per_s=(self.step - done_at_t0) * self.global_batch * cfg.gradient_accumulation_steps
                      / secs, memory_mb=_memory_mb(), epoch=self.epoch)
                 window = []
@@ -234,7 +240,7 @@ class Trainer:
                 self.save()
             if stopping:
                 progress.close()
-                emit("stopped", step=self.step)
+                self._emit("stopped", step=self.step)
                 return ""
         progress.close()
         if not any(s == self.step for s, _ in checkpoints(cfg.output_dir)):
@@ -244,7 +250,7 @@ class Trainer:
             self._loss_plot()
             with open(os.path.join(cfg.output_dir, DONE), "w", encoding="utf-8") as f:
                 json.dump({"step": self.step, "export": path}, f)
-            emit("done", step=self.step, export=path)
+            self._emit("done", step=self.step, export=path)
         return path
 
     def _agree(self, flag: bool) -> bool:
@@ -285,7 +291,7 @@ class Trainer:
             Image.fromarray(img).save(path)
             paths.append(path)
         model.train()
-        emit("validation", step=self.step, images=paths)
+        self._emit("validation", step=self.step, images=paths)
         self.acc.wait_for_everyone()
         return paths
 

@@ -1,0 +1,201 @@
+"""The trainer launched as users launch it (subprocesses: python training/launch.py, accelerate launch) on a
+tiny real-architecture L2P model and a tiny dataset: export, pruning, resume continuity, SIGKILL/resume
+identity, clean SIGINT stop, 2-process equivalence, and one-line refusals of bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+
+from l2p.dataset import DatasetItem, DatasetWriter, png_bytes
+from l2p.init_fit import fit_images
+from l2p.layouts import check_l2p
+from l2p.pixel_dit import official_state_dict
+from l2p.tensor_io import save_safetensors_atomic
+from l2p.tiny import tiny_l2p
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LAUNCH = str(REPO / "training" / "launch.py")
+
+
+def make_dataset(root: pathlib.Path, n: int = 6, size: int = 32, cond: bool = True) -> pathlib.Path:
+    writer = DatasetWriter(str(root))
+    images = fit_images(n, size, seed=1)
+    for i in range(n):
+        pixels = ((images[i].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+        feats = save({"cap_feats": torch.randn(5 + i, 64, generator=torch.Generator().manual_seed(i))})
+        writer.write(DatasetItem(i, f"prompt {i}", 100 + i, "a/b/c", size, size), png_bytes(Image.fromarray(pixels)),
+                     feats if cond else None)
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("train")
+    make_dataset(root / "ds")
+    save_safetensors_atomic(official_state_dict(*tiny_l2p(seed=0)), str(root / "model.safetensors"),
+                            metadata={"l2p.policy": "paper", "l2p.source_hash": "abc"})
+    return root
+
+
+def launch(world: pathlib.Path, out: str, *args: str, cmd: list[str] | None = None,
+           wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    argv = (cmd or [sys.executable, LAUNCH]) + ["--model", str(world / "model.safetensors"), "--dataset",
+                                                str(world / "ds"), "--output-dir", str(world / out),
+                                                "--batch-size", "2", "--log-every", "1", "--lr", "1e-4", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(argv, cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(argv, cwd=world, capture_output=True, text=True, timeout=600, env=env)
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def trainable(path: pathlib.Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "trainable.safetensors"))
+
+
+def test_two_steps_export_a_loadable_checkpoint(world):
+    done = launch(world, "run-a", "--steps", "2", "--validate-every", "2", "--validation-steps", "2")
+    assert done.returncode == 0, done.stderr
+    evs = events(done.stdout)
+    assert [e["event"] for e in evs][0] == "start" and evs[-1]["event"] == "done"
+    logs = [e for e in evs if e["event"] == "log"]
+    assert [e["step"] for e in logs] == [1, 2] and all(e["loss"] > 0 and e["samples_per_s"] > 0 for e in logs)
+    assert "paper:" in evs[0]["policy"]
+    out = world / "run-a"
+    with safe_open(str(out / "l2p-trained.safetensors"), "pt") as f:
+        meta, sd = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    check_l2p(sd)
+    assert meta["l2p.steps"] == "2" and meta["l2p.policy"] == "paper" and meta["l2p.source_hash"] == "abc"
+    assert "lr = 0.0001" in meta["l2p.train_config"]
+    base = load_file(str(world / "model.safetensors"))
+    frozen = "context_refiner.0.attention.to_q.weight"  # outside the paper policy
+    assert torch.equal(sd[frozen], base[frozen])
+    assert not torch.equal(sd["layers.0.attention.to_q.weight"], base["layers.0.attention.to_q.weight"])
+    assert (out / "validation" / "step-000002-0.png").is_file() and (out / "loss.png").is_file()
+    assert (out / "training_complete.json").is_file()
+
+
+def test_pruning_and_resume_continuity(world):
+    first = launch(world, "run-b", "--steps", "4", "--checkpoint-every", "1", "--checkpoints-total-limit", "2")
+    assert first.returncode == 0, first.stderr
+    names = sorted(p.name for p in (world / "run-b").iterdir() if p.name.startswith("checkpoint-"))
+    assert names == ["checkpoint-3", "checkpoint-4"]
+    more = launch(world, "run-b", "--steps", "6", "--checkpoint-every", "1", "--checkpoints-total-limit", "2",
+                  "--resume", "latest")
+    assert more.returncode == 0, more.stderr
+    evs = events(more.stdout)
+    assert evs[0] == {"event": "resumed", "step": 4, "path": str(world / "run-b" / "checkpoint-4")}
+    assert [e["step"] for e in evs if e["event"] == "log"] == [5, 6]
+    names = sorted(p.name for p in (world / "run-b").iterdir() if p.name.startswith("checkpoint-"))
+    assert names == ["checkpoint-5", "checkpoint-6"]
+
+
+def test_sigkill_and_resume_ends_bit_identical(world):
+    steps = "6"
+    whole = launch(world, "run-whole", "--steps", steps, "--checkpoint-every", "1", "--checkpoints-total-limit", "0")
+    assert whole.returncode == 0, whole.stderr
+    kill_after = random.Random().randint(1, 4)
+    proc = launch(world, "run-killed", "--steps", steps, "--checkpoint-every", "1", "--checkpoints-total-limit", "0",
+                  wait=False)
+    marker = world / "run-killed" / f"checkpoint-{kill_after}" / "COMPLETE"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    resumed = launch(world, "run-killed", "--steps", steps, "--checkpoint-every", "1",
+                     "--checkpoints-total-limit", "0", "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = trainable(world / "run-whole" / "checkpoint-6"), trainable(world / "run-killed" / "checkpoint-6")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"killed after step {kill_after}"
+    ea = load_file(str(world / "run-whole" / "l2p-trained.safetensors"))
+    eb = load_file(str(world / "run-killed" / "l2p-trained.safetensors"))
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(world):
+    proc = launch(world, "run-int", "--steps", "500", "--checkpoint-every", "0", wait=False)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if '"event": "log"' in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    stdout, stderr = proc.communicate(timeout=300)
+    evs = events("".join(seen) + stdout)
+    assert proc.returncode == 0, stderr
+    stopped = [e for e in evs if e["event"] == "stopped"]
+    assert stopped and stopped[0]["step"] < 500
+    assert (world / "run-int" / f"checkpoint-{stopped[0]['step']}" / "COMPLETE").is_file()
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(world):
+    one = launch(world, "run-1p", "--steps", "2", "--checkpoint-every", "0")
+    assert one.returncode == 0, one.stderr
+    accelerate = str(pathlib.Path(sys.executable).parent / "accelerate")
+    two = launch(world, "run-2p", "--steps", "2", "--checkpoint-every", "0", "--batch-size", "1",
+                 cmd=[accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                      "--mixed_precision", "no", "--dynamo_backend", "no", LAUNCH])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert events(two.stdout)[0]["processes"] == 2
+    a, b = trainable(world / "run-1p" / "checkpoint-2"), trainable(world / "run-2p" / "checkpoint-2")
+    # Float sums in another order (gradients all-reduced across processes) move Adam's update of weights
+    # whose gradient is near zero; bound the difference by a small share of what 2 steps can move a weight.
+    budget = 2 * 1e-4
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert diffs.max() < 0.1 * budget and diffs.mean() < 1e-3 * budget, (diffs.max(), diffs.mean())
+    loss1 = [e["loss"] for e in events(one.stdout) if e["event"] == "log"]
+    loss2 = [e["loss"] for e in events(two.stdout) if e["event"] == "log"]
+    assert loss1 == pytest.approx(loss2, rel=1e-5)
+
+
+def test_bad_configs_fail_in_one_line_before_work(world, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_cond = make_dataset(tmp_path / "nocond", n=2, cond=False)
+    big_patch = tmp_path / "p64.safetensors"
+    save_safetensors_atomic(official_state_dict(*tiny_l2p(seed=0, patch_size=64)), str(big_patch))
+    toml = tmp_path / "bad.toml"
+    toml.write_text('steps = 2\nlearning_rate = 1e-4\n')
+    cases = [
+        (["--dataset", str(tmp_path / "missing")], "does not exist"),
+        (["--dataset", str(empty)], "no complete items"),
+        (["--dataset", str(no_cond)], "no cached text conditioning"),
+        (["--model", str(big_patch)], "smaller than one 64-pixel patch"),
+        (["--policy", "everything"], "unknown policy"),
+        (["--config", str(toml)], "unknown config key 'learning_rate'"),
+        (["--steps", "0"], "steps is 0"),
+    ]
+    for args, message in cases:
+        done = launch(world, "run-bad", *args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr[-2000:])
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (world / "run-bad").exists()
+
+
+def test_print_config_round_trips(world, tmp_path):
+    shown = subprocess.run([sys.executable, LAUNCH, "--config", str(REPO / "training" / "configs" / "tiny_cpu.toml"),
+                            "--steps", "7", "--print-config"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "steps = 7" in shown.stdout and 'policy = "paper"' in shown.stdout
+    (tmp_path / "again.toml").write_text(shown.stdout)
+    again = subprocess.run([sys.executable, LAUNCH, "--config", str(tmp_path / "again.toml"), "--print-config"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.stdout == shown.stdout
+    shutil.rmtree(tmp_path / "again.toml", ignore_errors=True)
