@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from .head import build_head
+from .head import build_head, variant_for_patch
 from .pixel_dit import official_state_dict
 from .tensor_io import save_safetensors_atomic
 
@@ -59,10 +59,10 @@ def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch
 
 
 def tiny_l2p(seed: int = 0, **overrides) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(official trunk, Detailer Head) with seeded random weights."""
+    """(official trunk, Detailer Head) with seeded random weights; the head variant follows the patch size."""
     cfg = {**TINY_L2P, **overrides}
     trunk = randomize_(official_trunk(**cfg), seed)
-    head = randomize_(build_head("1k", cfg["dim"]), seed + 1)
+    head = randomize_(build_head(variant_for_patch(cfg["patch_size"]), cfg["dim"]), seed + 1)
     return trunk, head
 
 

@@ -10,12 +10,12 @@ from .dataset import L2PDatasetWriter, L2PPromptBank
 from .files import register_l2p_folder
 from .loader import L2PModelLoader
 from .model import register_with_stock_loader
-from .sampling import L2PEmptyImage, L2PNoiseShift
+from .sampling import L2PEmptyImage, L2PHeadTiling, L2PNoiseShift
 from .text_encoder import L2PTextEncoderLoader
 
 NODES: list[type[io.ComfyNode]] = [L2PModelLoader, L2PEmptyImage, L2PTextEncoderLoader, L2PSourceModelLoader,
                                    L2PConvert, L2PSaveCheckpoint, L2PNoiseShift, L2PPromptBank,
-                                   L2PDatasetWriter]
+                                   L2PDatasetWriter, L2PHeadTiling]
 
 
 class L2PExtension(ComfyExtension):

@@ -26,6 +26,7 @@ from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
 
 from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch, detect_arch
 from ..l2p.head import build_head, head_multiple
+from ..l2p.head_tiling import auto_tile_size, run_head_tiled
 from ..l2p.layouts import (
     OFFICIAL,
     L2PConfig,
@@ -38,6 +39,7 @@ from ..l2p.layouts import (
     trunk_config,
 )
 
+HEAD_TILE = "l2p_head_tile"  # transformer_options key set by L2PHeadTiling
 METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
 MEMORY_USAGE_FACTOR = 0.07
@@ -93,8 +95,17 @@ class NextDiTL2P(NextDiTFromShapes):
             tokens = layer(tokens, mask, freqs_cis, t, transformer_options=transformer_options)
         H, W = img_size[0]
         features = self.image_features(tokens, cap_size[0], H // self.patch_size, W // self.patch_size)
-        out = self.local_decoder(x, features)[:, :, :h, :w]
-        return -out
+        tile = self.head_tile(x, transformer_options.get(HEAD_TILE, "auto"))
+        out = run_head_tiled(self.local_decoder, x, features, tile) if tile else self.local_decoder(x, features)
+        return -out[:, :, :h, :w]
+
+    def head_tile(self, x: torch.Tensor, setting) -> int:
+        """The head's tile side: a fixed number, 0 (untiled), or "auto" from the device's free memory."""
+        if setting != "auto":
+            return int(setting)
+        free = comfy.model_management.get_free_memory(x.device)
+        return auto_tile_size(self.head_variant, x.shape[-2], x.shape[-1], x.shape[0], int(free), x.element_size(),
+                              feature_dim=self.dim)
 
 
 class L2PModel(comfy.model_base.Lumina2):

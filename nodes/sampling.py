@@ -11,6 +11,7 @@ import nodes as comfy_nodes
 
 from ..l2p.schedule import auto_shift, native_pixels
 from ..l2p.sizes import CUSTOM, FITS, PRESETS, plan_size
+from .model import HEAD_TILE
 
 DEFAULT_PATCH, DEFAULT_HEAD = 16, "1k"
 
@@ -116,3 +117,33 @@ class L2PNoiseShift(io.ComfyNode):
         info = (f"shift {value:.3g} ({mode}" + (f": {shift:g} x sqrt({width}x{height} / {native}x{native})"
                                                  if mode == "auto" else "") + ")")
         return io.NodeOutput(m, info)
+
+
+class L2PHeadTiling(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="L2PHeadTiling",
+            display_name="L2P Head Tiling",
+            category="L2P/sampling",
+            description="How the Detailer Head runs at full resolution: in exact tiles (each with a halo as wide as "
+                        "the head's receptive field, so the result equals the untiled head) to bound memory at "
+                        "4K-10K. auto picks the largest tile that fits the device's free memory.",
+            inputs=[
+                io.Model.Input("model", tooltip="An L2P model."),
+                io.Combo.Input("mode", options=["auto", "off", "fixed"], default="auto",
+                               tooltip="auto: from free memory (untiled when it fits); off: never tile; fixed: "
+                                       "tile_size."),
+                io.Int.Input("tile_size", default=1024, min=16, max=16384, step=16,
+                             tooltip="fixed mode: tile side in pixels (rounded up to the head's grid: 16 at 1K, "
+                                     "64 at 4K, 128 at 8K, 320 at 10K)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with the tiling setting (the input is not changed).")],
+        )
+
+    @classmethod
+    def execute(cls, model, mode: str = "auto", tile_size: int = 1024) -> io.NodeOutput:
+        m = model.clone()
+        options = m.model_options.setdefault("transformer_options", {})
+        options[HEAD_TILE] = {"auto": "auto", "off": 0, "fixed": tile_size}[mode]
+        return io.NodeOutput(m)
