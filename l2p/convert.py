@@ -25,10 +25,10 @@ from torch import nn
 
 from . import pack_version
 from .arch import SourceArch, detect_arch
-from .head import build_head
+from .head import HEAD_VARIANTS, build_head, detect_head_variant
 from .init_fit import FIT_INITS, fit_pixel_embedder
 from .keys import L2PFormatError, strip_prefix
-from .layouts import COMFY, OFFICIAL, layout_keys
+from .layouts import COMFY, OFFICIAL, detect_layout, layout_keys
 from .policies import report
 from .tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash, write_safetensors
 
@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", required=True, help="latent DiT: a .safetensors file (ComfyUI or diffusers names) or "
                                                     "a diffusers folder (config.json + shards, or a pipeline folder)")
     ap.add_argument("--out", required=True, help="the L2P .safetensors file to write")
-    ap.add_argument("--patch", type=int, default=16, help="pixel patch size (16 for 1K)")
+    ap.add_argument("--patch", type=int, default=None, help="pixel patch size (default: 16, or the --head's patch)")
+    ap.add_argument("--head", choices=list(HEAD_VARIANTS), default=None,
+                    help="Detailer Head variant: 1k (patch 16), 4k (64), 8k (128), 10k (160). Given an L2P source, "
+                         "re-heads it (patch embedder resized, head inherited where shapes fit)")
     ap.add_argument("--init", choices=INITS, default="official", help="pixel embedder init")
     ap.add_argument("--layout", choices=LAYOUTS, default=None, help="official (Z-Image default) or comfy")
     ap.add_argument("--policy", default="official", help="trainable-set policy stored in the metadata: paper, "
@@ -167,21 +170,47 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         source = open_source(args.source)
+        if any(".local_decoder." in f".{k}" for k in source.meta):
+            return _rehead(source, args)
+        known = {v.cls.patch_size: name for name, v in HEAD_VARIANTS.items()}
+        head = args.head or known.get(args.patch, "1k")  # other patches: the 1K head (features resized)
+        patch = args.patch or HEAD_VARIANTS[head].cls.patch_size
         fit_pairs = None
         if args.init in FIT_INITS:
             vae_dir = args.vae or os.path.join(args.source, "vae")
             if not os.path.isdir(vae_dir):
                 raise ValueError(f"--init {args.init} needs the source's VAE: pass --vae DIR (a diffusers "
                                  "AutoencoderKL folder)")
-            fit_pairs = _vae_fit_pairs(vae_dir, detect_arch(source.meta.keys()), args.patch, args.fit_images,
-                                       args.seed)
-        conv = plan_conversion(source, patch_size=args.patch, init=args.init, seed=args.seed, layout=args.layout,
-                               policy=args.policy, fit_pairs=fit_pairs)
+            fit_pairs = _vae_fit_pairs(vae_dir, detect_arch(source.meta.keys()), patch, args.fit_images, args.seed)
+        conv = plan_conversion(source, patch_size=patch, init=args.init, seed=args.seed, layout=args.layout,
+                               policy=args.policy, fit_pairs=fit_pairs, head_variant=head)
         write_safetensors(args.out, conv.plan, conv.metadata, progress=_tqdm_progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"out": args.out, **conv.metadata}, indent=1))
+    return 0
+
+
+def _rehead(source: TensorSource, args: argparse.Namespace) -> int:
+    """An L2P source -> another head variant (python -m l2p.convert --source l2p-1k.safetensors --head 4k)."""
+    from .hr_convert import inherited_head_tensors, l2p_to_variant
+
+    if args.head is None:
+        raise ValueError("the source is already an L2P model: pass --head 4k, 8k or 10k to re-head it, or load it "
+                         "with L2PModelLoader")
+    sd = {k: source.get(k) for k in source.meta}
+    out = l2p_to_variant(sd, args.head, seed=args.seed)
+    layout = args.layout or detect_layout(strip_prefix(sd).keys())
+    plan = [PlannedTensor(m.name, m.make(lambda k: out[k].to("meta")), lambda m=m: m.make(out.__getitem__))
+            for m in layout_keys(out.keys(), layout, HEAD_VARIANTS[args.head].cls.patch_size)]
+    metadata = {**{k: v for k, v in source.metadata.items() if k.startswith("l2p.")},
+                "l2p.head_variant": args.head, "l2p.patch_size": str(HEAD_VARIANTS[args.head].cls.patch_size),
+                "l2p.init": f"rehead_from_{detect_head_variant(sd.keys())}", "l2p.layout": layout,
+                "l2p.inherited_head": ",".join(inherited_head_tensors(sd, args.head)),
+                "l2p.pack_version": pack_version(), "l2p.seed": str(args.seed)}
+    write_safetensors(args.out, plan, metadata, progress=_tqdm_progress)
+    print(json.dumps({"out": args.out, **metadata}, indent=1))
     return 0
 
 

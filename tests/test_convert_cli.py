@@ -110,3 +110,31 @@ def test_diffusers_folder_with_a_missing_shard_is_refused(tmp_path):
     (tmp_path / "Z" / "transformer" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
     with pytest.raises(ValueError, match="missing shard diffusion_pytorch_model-00002"):
         open_source(str(tmp_path / "Z"))
+
+
+def test_cli_high_resolution_heads_from_latent_and_from_1k(tmp_path):
+    from l2p.pixel_dit import official_state_dict
+    from l2p.tiny import tiny_l2p
+
+    src = tmp_path / "latent.safetensors"
+    save_safetensors_atomic(tiny_latent_zimage(seed=1), str(src))
+    direct = tmp_path / "direct-4k.safetensors"
+    done = run_cli("--source", str(src), "--out", str(direct), "--head", "4k")
+    assert done.returncode == 0, done.stderr
+    with safetensors.safe_open(str(direct), "pt") as f:
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    assert infer_config(sd).head_variant == "4k" and infer_config(sd).patch_size == 64
+
+    one_k = tmp_path / "l2p-1k.safetensors"
+    save_safetensors_atomic(official_state_dict(*tiny_l2p(seed=2)), str(one_k))
+    for head, patch in (("8k", 128), ("10k", 160)):
+        out = tmp_path / f"l2p-{head}.safetensors"
+        done = run_cli("--source", str(one_k), "--out", str(out), "--head", head)
+        assert done.returncode == 0, done.stderr
+        with safetensors.safe_open(str(out), "pt") as f:
+            meta, sd = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        check_l2p(sd)
+        assert (infer_config(sd).head_variant, infer_config(sd).patch_size) == (head, patch)
+        assert meta["l2p.init"] == "rehead_from_1k" and "dec2.0.weight" in meta["l2p.inherited_head"]
+    refused = run_cli("--source", str(one_k), "--out", str(tmp_path / "x.safetensors"))
+    assert refused.returncode == 2 and "pass --head" in refused.stderr
