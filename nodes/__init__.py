@@ -12,10 +12,11 @@ from .loader import L2PModelLoader
 from .model import register_with_stock_loader
 from .sampling import L2PEmptyImage, L2PHeadTiling, L2PNoiseShift
 from .text_encoder import L2PTextEncoderLoader
+from .train import L2PTrain
 
 NODES: list[type[io.ComfyNode]] = [L2PModelLoader, L2PEmptyImage, L2PTextEncoderLoader, L2PSourceModelLoader,
                                    L2PConvert, L2PSaveCheckpoint, L2PNoiseShift, L2PPromptBank,
-                                   L2PDatasetWriter, L2PHeadTiling]
+                                   L2PDatasetWriter, L2PHeadTiling, L2PTrain]
 
 
 class L2PExtension(ComfyExtension):

@@ -35,6 +35,7 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "EmptySD3LatentImage": [("LATENT", "LATENT")],
     "L2PPromptBank": [("prompt", "STRING"), ("seed", "INT"), ("category", "STRING"), ("index", "INT")],
     "L2PDatasetWriter": [],
+    "L2PTrain": [("ckpt_name", "STRING")],
 }
 
 
@@ -145,6 +146,15 @@ def make_dataset(*, unet: str, clip: Node, vae: str, steps: int, cfg: float, siz
     ]
 
 
+def train(model_file: str, steps: int) -> list[Node]:
+    """Fine-tune a converted model on the dataset the source model rendered (one node; it runs the trainer)."""
+    return [Node(1, "L2PTrain", {"model": model_file, "dataset": "l2p_dataset", "run_name": "l2p-zimage-1k",
+                                 "steps": steps, "lr": 5e-5, "batch_size": 1, "policy": "from checkpoint",
+                                 "custom_blocks": "0-4,-5--1", "shift": 3.0, "checkpoint_every": 500,
+                                 "validate_every": 500, "resume": True, "processes": 1, "seed": 0},
+                 title="L2P Train (official recipe: AdamW 5e-5, shift 3, frozen middle)", pos=(20, 40))]
+
+
 CONVERT_INIT = "vae_lsq"
 PROMPT = ("A red fox sitting in fresh snow at the edge of a pine forest at dawn, soft golden light, fine fur "
           "detail, shallow depth of field, photograph")
@@ -182,6 +192,7 @@ WORKFLOWS: dict[str, list[Node]] = {
         model=l2p_loader("l2p-zimage-4k.safetensors"), prompt=PROMPT, steps=50, cfg=4.0, shift=3.0,
         width=3840, height=2160, batch=1, seed=42, prefix="L2P/zimage_4k", preset="3840x2160 (4K UHD)",
         fit="snap up", auto_shift=True),
+    "l2p_train": train("l2p-zimage-turbo-init_00001.safetensors", steps=30000),
     "l2p_make_dataset": make_dataset(
         unet="z_image_turbo_bf16.safetensors",
         clip=Node(2, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},

@@ -55,7 +55,8 @@ class TrainConfig:
     validate_every: int = 0  # 0 = never; validation uses the first items' conditioning and seeds
     validation_items: int = 2
     validation_steps: int = 8
-    export_name: str = "l2p-trained"
+    export_name: str = "l2p-trained"  # written as <output_dir>/<export_name>.safetensors ...
+    export_path: str = ""  # ... unless a full path is given here (L2PTrain exports into models/l2p)
     export_layout: str = "official"  # official or comfy
     extra: dict[str, Any] = field(default_factory=dict)  # kept in the export metadata, not interpreted
 

@@ -310,7 +310,7 @@ class Trainer:
                      "l2p.steps": str(self.step), "l2p.layout": self.cfg.export_layout,
                      "l2p.train_config": to_toml(self.cfg), "l2p.pack_version": pack_version(),
                      "l2p.ema": str(self.cfg.ema_decay)})
-        path = os.path.join(self.cfg.output_dir, f"{self.cfg.export_name}.safetensors")
+        path = self.cfg.export_path or os.path.join(self.cfg.output_dir, f"{self.cfg.export_name}.safetensors")
         write_safetensors(path, plan, meta)
         self.acc.wait_for_everyone()
         return path
