@@ -61,6 +61,17 @@ def write_diffusers_folder(folder, sd: dict[str, torch.Tensor]) -> None:
     (tdir / "config.json").write_text(json.dumps({"_class_name": "ZImageTransformer2DModel"}))
 
 
+TINY_SOURCE = "tiny-zimage/"
+
+
+def install_tiny_source(models_dir) -> str:
+    """A tiny latent Z-Image as a diffusers folder in models/diffusion_models (once per server)."""
+    folder = models_dir / "diffusion_models" / TINY_SOURCE.rstrip("/")
+    if not folder.exists():
+        write_diffusers_folder(folder, tiny_latent_zimage(seed=11))
+    return TINY_SOURCE
+
+
 def predict(model, x: torch.Tensor, sigma: float = 0.6) -> torch.Tensor:
     with torch.no_grad():
         return model.model.apply_model(x, torch.tensor([sigma]), c_crossattn=torch.ones(1, 5, 64) * 0.1,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from l2p.tiny import DEMO_TE_FILE, tiny_latent_zimage, write_demo_models
+from l2p.tiny import DEMO_TE_FILE, write_demo_models
 from scripts.comfy_server import ComfyServer
-from tests.test_convert_nodes import write_diffusers_folder
+from tests.test_convert_nodes import install_tiny_source
 
 WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
 SMALL = {"6": {"width": 64, "height": 48, "batch_size": 1}, "7": {"steps": 2}}
@@ -22,9 +22,7 @@ SMALL = {"6": {"width": 64, "height": 48, "batch_size": 1}, "7": {"steps": 2}}
 @pytest.fixture(scope="module")
 def server(comfy_server: ComfyServer) -> ComfyServer:
     write_demo_models(str(comfy_server.models_dir))
-    folder = comfy_server.models_dir / "diffusion_models" / "tiny-zimage"
-    if not folder.exists():
-        write_diffusers_folder(folder, tiny_latent_zimage(seed=11))
+    install_tiny_source(comfy_server.models_dir)
     return comfy_server
 
 

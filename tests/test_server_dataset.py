@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 from l2p.dataset import read_metadata
 from l2p.prompts import generate_bank, write_jsonl
 from l2p.tensor_io import save_safetensors_atomic
-from l2p.tiny import DEMO_TE_FILE, tiny_latent_zimage, write_demo_models
+from l2p.tiny import DEMO_TE_FILE, write_demo_models
 from scripts.comfy_server import ComfyServer
-from tests.test_convert_nodes import write_diffusers_folder
+from tests.test_convert_nodes import install_tiny_source
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 API = REPO / "workflows" / "api" / "l2p_make_dataset.api.json"
@@ -30,9 +30,7 @@ VAE_FILE = "tiny-flux-vae.safetensors"
 @pytest.fixture(scope="module")
 def server(comfy_server: ComfyServer) -> ComfyServer:
     write_demo_models(str(comfy_server.models_dir))
-    folder = comfy_server.models_dir / "diffusion_models" / "tiny-zimage"
-    if not folder.exists():
-        write_diffusers_folder(folder, tiny_latent_zimage(seed=11))
+    install_tiny_source(comfy_server.models_dir)
     vae_path = comfy_server.models_dir / "vae" / VAE_FILE
     if not vae_path.exists():
         from diffusers import AutoencoderKL
