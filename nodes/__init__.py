@@ -10,6 +10,7 @@ from .dataset import L2PDatasetWriter, L2PPromptBank
 from .files import register_l2p_folder
 from .loader import L2PModelLoader
 from .model import register_with_stock_loader
+from .routes import register_routes
 from .sampling import L2PEmptyImage, L2PHeadTiling, L2PNoiseShift
 from .text_encoder import L2PTextEncoderLoader
 from .train import L2PTrain
@@ -28,4 +29,5 @@ class L2PExtension(ComfyExtension):
 async def comfy_entrypoint() -> L2PExtension:
     register_l2p_folder()
     register_with_stock_loader()
+    register_routes()
     return L2PExtension()

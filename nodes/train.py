@@ -50,6 +50,20 @@ def launch_argv(config_path: str, processes: int) -> list[str]:
             "--num_machines", "1", "--dynamo_backend", "no", LAUNCH, "--config", config_path]
 
 
+def _view(event: dict) -> dict:
+    """Validation images as /view arguments (they live under the output directory) for the frontend."""
+    if event.get("event") != "validation":
+        return {}
+    root = folder_paths.get_output_directory()
+    views = []
+    for path in event.get("images", []):
+        rel = os.path.relpath(path, root)
+        if not rel.startswith(".."):
+            sub, name = os.path.split(rel)
+            views.append({"filename": name, "subfolder": sub.replace(os.sep, "/"), "type": "output"})
+    return {"view": views}
+
+
 def _reader(stream, lines: queue.Queue) -> None:
     for line in stream:
         lines.put(line)
@@ -166,7 +180,7 @@ class L2PTrain(io.ComfyNode):
                         log.write(line)
                         log.flush()
                         event = json.loads(line)
-                        PromptServer.instance.send_sync(EVENT, {"node": node, **event})
+                        PromptServer.instance.send_sync(EVENT, {"node": node, **event, **_view(event)})
                         cls._on_event(event, progress, state)
         except BaseException:  # this node failed: stop the trainer cleanly rather than orphan it
             if proc.poll() is None and not state["cancelled"]:

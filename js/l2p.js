@@ -1,0 +1,179 @@
+// ComfyUI-L2P frontend: a live training panel on L2PTrain, and size / shift / memory hints on
+// L2PEmptyImage and L2PNoiseShift. Every figure in the hints comes from the Python route /l2p/hints;
+// this file only gathers widget values, draws, and formats (l2p_format.js).
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import { chartPoints, pushPoint, statusLine } from "./l2p_format.js";
+
+const HINT_NODES = new Set(["L2PEmptyImage", "L2PNoiseShift"]);
+const trainPanels = new Map(); // node id -> panel
+
+function widgetValue(node, name) {
+  return node?.widgets?.find((w) => w.name === name)?.value;
+}
+
+function upstream(node, inputName) {
+  const slot = node?.findInputSlot ? node.findInputSlot(inputName) : -1;
+  return slot >= 0 ? node.getInputNode(slot) : null;
+}
+
+// The L2P checkpoint feeding a node's "model" input, following MODEL pass-through nodes.
+function ckptName(node) {
+  let current = upstream(node, "model");
+  for (let hops = 0; current && hops < 8; hops++) {
+    const name = widgetValue(current, "ckpt_name");
+    if (name) return name;
+    current = upstream(current, "model");
+  }
+  return "";
+}
+
+function hintQuery(node) {
+  let sizeNode = node;
+  const q = {};
+  if (node.comfyClass === "L2PNoiseShift") {
+    q.mode = widgetValue(node, "mode");
+    q.shift = widgetValue(node, "shift");
+    sizeNode = upstream(node, "latent");
+    if (!sizeNode || sizeNode.comfyClass !== "L2PEmptyImage") return null;
+  }
+  q.width = widgetValue(sizeNode, "width");
+  q.height = widgetValue(sizeNode, "height");
+  q.batch = widgetValue(sizeNode, "batch_size");
+  q.preset = widgetValue(sizeNode, "preset") ?? "";
+  q.fit = widgetValue(sizeNode, "fit") ?? "reject";
+  q.ckpt_name = ckptName(sizeNode) || ckptName(node);
+  return new URLSearchParams(Object.entries(q).filter(([, v]) => v !== undefined && v !== null));
+}
+
+function addHint(node) {
+  const box = document.createElement("div");
+  box.className = "l2p-hint";
+  box.style.cssText = "font: 11px monospace; white-space: pre-wrap; opacity: 0.85; padding: 2px 4px;";
+  node.addDOMWidget("l2p_hint", "l2p_hint", box, { serialize: false, hideOnZoom: false });
+  let timer = null;
+  const refresh = () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const query = hintQuery(node);
+      if (!query) {
+        box.textContent = "connect the latent from L2P Empty Image to see the shift";
+        return;
+      }
+      try {
+        const res = await api.fetchApi(`/l2p/hints?${query}`);
+        const data = await res.json();
+        box.textContent = data.text;
+        box.dataset.ok = String(data.ok);
+      } catch (err) {
+        box.textContent = `hint unavailable: ${err}`;
+      }
+    }, 150);
+  };
+  for (const w of node.widgets ?? []) {
+    const original = w.callback;
+    w.callback = function (...args) {
+      const result = original?.apply(this, args);
+      refresh();
+      return result;
+    };
+  }
+  const onConnectionsChange = node.onConnectionsChange;
+  node.onConnectionsChange = function (...args) {
+    const result = onConnectionsChange?.apply(this, args);
+    refresh();
+    return result;
+  };
+  node.l2pRefreshHint = refresh;
+  refresh();
+}
+
+function addTrainPanel(node) {
+  const root = document.createElement("div");
+  root.className = "l2p-train";
+  root.style.cssText = "display: flex; flex-direction: column; gap: 4px; font: 11px monospace; padding: 2px 4px;";
+  const status = document.createElement("div");
+  status.className = "l2p-train-status";
+  status.textContent = "not started";
+  const canvas = document.createElement("canvas");
+  canvas.className = "l2p-train-loss";
+  canvas.width = 300;
+  canvas.height = 110;
+  canvas.dataset.points = "0";
+  canvas.style.cssText = "width: 100%; background: rgba(0,0,0,0.25); border-radius: 4px;";
+  const image = document.createElement("img");
+  image.className = "l2p-train-validation";
+  image.style.cssText = "max-width: 100%; display: none; border-radius: 4px;";
+  const stop = document.createElement("button");
+  stop.className = "l2p-train-stop";
+  stop.textContent = "Stop (save a checkpoint)";
+  stop.disabled = true;
+  stop.onclick = async () => {
+    stop.disabled = true;
+    status.textContent += " · stopping…";
+    await api.fetchApi("/interrupt", { method: "POST" }); // the same clean stop as Cancel
+  };
+  root.append(status, canvas, image, stop);
+  node.addDOMWidget("l2p_train_panel", "l2p_train_panel", root, { serialize: false, hideOnZoom: false });
+  const panel = { status, canvas, image, stop, series: [], state: {} };
+  trainPanels.set(String(node.id), panel);
+  return panel;
+}
+
+function drawLoss(panel) {
+  const { canvas, series } = panel;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const pts = chartPoints(series, canvas.width, canvas.height, 6);
+  ctx.strokeStyle = "#4fc3f7";
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  pts.forEach(([x, y], i) => (i === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y)));
+  ctx.stroke();
+  canvas.dataset.points = String(series.length);
+}
+
+function onTrainEvent(detail) {
+  const panel = trainPanels.get(String(detail.node));
+  if (!panel) return;
+  const st = panel.state;
+  switch (detail.event) {
+    case "start":
+    case "resumed":
+      Object.assign(st, { step: detail.step, steps: detail.steps ?? st.steps, globalBatch: detail.global_batch ?? st.globalBatch });
+      panel.stop.disabled = false;
+      break;
+    case "log":
+      Object.assign(st, { step: detail.step, steps: detail.steps, loss: detail.loss, samplesPerS: detail.samples_per_s, memoryMb: detail.memory_mb });
+      pushPoint(panel.series, detail.step, detail.loss);
+      drawLoss(panel);
+      break;
+    case "validation":
+      if (detail.view?.length) {
+        const v = detail.view[0];
+        panel.image.src = api.apiURL(`/view?${new URLSearchParams({ ...v, t: String(Date.now()) })}`);
+        panel.image.style.display = "block";
+      }
+      break;
+    case "checkpoint":
+      st.lastCheckpoint = detail.path;
+      break;
+    case "stopped":
+    case "done":
+      st.step = detail.step;
+      panel.stop.disabled = true;
+      break;
+  }
+  panel.status.textContent = statusLine(st) + (detail.event === "done" ? " · done" : detail.event === "stopped" ? " · stopped, checkpoint saved" : "");
+}
+
+app.registerExtension({
+  name: "ComfyUI-L2P",
+  setup() {
+    api.addEventListener("l2p.train", (e) => onTrainEvent(e.detail));
+  },
+  nodeCreated(node) {
+    if (node.comfyClass === "L2PTrain") addTrainPanel(node);
+    if (HINT_NODES.has(node.comfyClass)) addHint(node);
+  },
+});
