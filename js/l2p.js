@@ -6,7 +6,6 @@ import { api } from "../../scripts/api.js";
 import { chartPoints, pushPoint, statusLine } from "./l2p_format.js";
 
 const HINT_NODES = new Set(["L2PEmptyImage", "L2PNoiseShift"]);
-const trainPanels = new Map(); // node id -> panel
 
 function widgetValue(node, name) {
   return node?.widgets?.find((w) => w.name === name)?.value;
@@ -115,9 +114,9 @@ function addTrainPanel(node) {
   };
   root.append(status, canvas, image, stop);
   node.addDOMWidget("l2p_train_panel", "l2p_train_panel", root, { serialize: false, hideOnZoom: false });
-  const panel = { status, canvas, image, stop, series: [], state: {} };
-  trainPanels.set(String(node.id), panel);
-  return panel;
+  // Found from the event's node id at event time: ids are assigned after nodeCreated when a workflow loads.
+  node.l2pPanel = { status, canvas, image, stop, series: [], state: {} };
+  return node.l2pPanel;
 }
 
 function drawLoss(panel) {
@@ -134,7 +133,8 @@ function drawLoss(panel) {
 }
 
 function onTrainEvent(detail) {
-  const panel = trainPanels.get(String(detail.node));
+  const node = app.graph?.getNodeById(Number(detail.node)) ?? app.graph?.getNodeById(detail.node);
+  const panel = node?.l2pPanel;
   if (!panel) return;
   const st = panel.state;
   switch (detail.event) {

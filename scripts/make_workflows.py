@@ -201,9 +201,42 @@ WORKFLOWS: dict[str, list[Node]] = {
 }
 
 
+TITLES = {
+    "l2p_zimage_1k": "Z-Image L2P 1K: text to image",
+    "l2p_zimage_4k": "Z-Image L2P 4K: 3840x2160, auto shift",
+    "l2p_tiny_demo": "Tiny demo (runs on CPU)",
+    "l2p_convert_zimage": "Convert a latent Z-Image to L2P",
+    "l2p_make_dataset": "Build the synthetic dataset",
+    "l2p_train": "Train an L2P model",
+}
+
+
+def thumbnail(name: str, nodes: list[Node]) -> bytes:
+    """A small JPEG for the template browser: the title and the graph's node chain."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (512, 384), (24, 28, 36))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 0, 511, 56), fill=(40, 120, 200))
+    draw.text((16, 12), "ComfyUI-L2P", fill=(255, 255, 255))
+    draw.text((16, 32), TITLES.get(name, name), fill=(230, 240, 255))
+    y = 76
+    for n in nodes[:12]:
+        color = (90, 200, 140) if n.type.startswith("L2P") else (150, 160, 175)
+        draw.rounded_rectangle((24, y, 488, y + 20), radius=5, outline=color)
+        draw.text((34, y + 5), n.title or n.type, fill=color)
+        y += 25
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
 def main() -> None:
     API_DIR.mkdir(parents=True, exist_ok=True)
     for name, nodes in WORKFLOWS.items():
+        (UI_DIR / f"{name}.jpg").write_bytes(thumbnail(name, nodes))
         (UI_DIR / f"{name}.json").write_text(json.dumps(to_ui(nodes), indent=2) + "\n")
         (API_DIR / f"{name}.api.json").write_text(json.dumps(to_api(nodes), indent=2) + "\n")
         print(f"wrote workflows/{name}.json and workflows/api/{name}.api.json")

@@ -65,9 +65,23 @@ if ! "$venv/bin/python" -c "import comfyui_frontend_package, einops, torchsde, t
   "${pip[@]}" -c "$constraints" -r "$venv/l2p-comfy-requirements.txt"
 fi
 
-if ! "$venv/bin/python" -c "import pytest, websocket, diffusers, ruff" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import pytest, websocket, diffusers, ruff, playwright, PIL" 2>/dev/null; then
   log "installing the pack's test and training dependencies"
   "$venv/bin/python" "$repo/scripts/pack_requirements.py" dependencies train test > "$venv/l2p-pack-requirements.txt"
   "${pip[@]}" -c "$constraints" -r "$venv/l2p-pack-requirements.txt"
+fi
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser of its own here);
+# the frontend's unit tests run under Node.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian ${missing[*]} for the frontend tests"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "warning: ${missing[*]} missing and not installable here (not root/apt): frontend tests will fail"
+  fi
 fi
 log "ready: venv=$venv comfyui=$comfy"
