@@ -199,3 +199,19 @@ def test_print_config_round_trips(world, tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert again.stdout == shown.stdout
     shutil.rmtree(tmp_path / "again.toml", ignore_errors=True)
+
+
+def test_trainer_takes_a_high_resolution_conversion_unchanged(world, tmp_path):
+    from l2p.hr_convert import l2p_to_variant
+
+    model = tmp_path / "l2p-4k-init.safetensors"
+    save_safetensors_atomic(l2p_to_variant(official_state_dict(*tiny_l2p(seed=0)), "4k"), str(model))
+    make_dataset(tmp_path / "ds128", n=2, size=128)
+    done = subprocess.run([sys.executable, LAUNCH, "--model", str(model), "--dataset", str(tmp_path / "ds128"),
+                           "--output-dir", str(tmp_path / "run4k"), "--steps", "1", "--batch-size", "2",
+                           "--policy", "paper"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with safe_open(str(tmp_path / "run4k" / "l2p-trained.safetensors"), "pt") as f:
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    check_l2p(sd)
+    assert "local_decoder.enc0.0.weight" in sd and sd["all_x_embedder.64-1.weight"].shape[1] == 64 * 64 * 3
