@@ -57,13 +57,14 @@ def synthetic_source(path: str, gb: float) -> int:
     return os.path.getsize(path)
 
 
-def peaks_mib(args: list[str]) -> tuple[float, float]:
-    """Run ``python <args>``; poll its /proc status: (peak anonymous RSS, peak total RSS) in MiB.
+def peaks_mib(args: list[str]) -> tuple[float, float, str]:
+    """Run ``python <args>``; poll its /proc status: (peak anonymous RSS, peak total RSS) in MiB, and its stdout.
 
     Anonymous memory is what a conversion really holds; file-backed pages of a memory-mapped source are
     page cache the kernel drops under pressure, so they count in the total only.
     """
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the child while we poll
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=out, stderr=subprocess.PIPE)
     anon = total = 0
     while proc.poll() is None:
         try:
@@ -75,7 +76,8 @@ def peaks_mib(args: list[str]) -> tuple[float, float]:
         time.sleep(0.02)
     if proc.returncode:
         raise RuntimeError(proc.stderr.read().decode()[-2000:])
-    return anon / 1024, total / 1024
+    out.seek(0)
+    return anon / 1024, total / 1024, out.read().decode()
 
 
 def main() -> None:
@@ -85,15 +87,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "source.safetensors")
         mb = synthetic_source(src, args.gb) / 2**20
-        base = peaks_mib(["-c", "import torch, time; time.sleep(1)"])
+        base = peaks_mib(["-c", "import torch, time; time.sleep(1)"])[:2]
         runs = {
             f"streamed (python -m l2p.convert), {layout} layout": peaks_mib(
                 ["-m", "l2p.convert", "--source", src, "--out", os.path.join(tmp, f"s-{layout}.safetensors"),
-                 "--layout", layout])
+                 "--layout", layout])[:2]
             for layout in ("official", "comfy")
         } | {
             f"naive load_file + save_file, {layout} layout": peaks_mib(
-                ["-c", NAIVE, src, os.path.join(tmp, f"n-{layout}.safetensors"), layout])
+                ["-c", NAIVE, src, os.path.join(tmp, f"n-{layout}.safetensors"), layout])[:2]
             for layout in ("official", "comfy")
         }
     print(f"source: {mb:.0f} MiB (bf16); memory above a bare `import torch` process "

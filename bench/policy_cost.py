@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
-from bench.convert_memory import REPO, peaks_mib
+from bench.convert_memory import peaks_mib
 
 CHILD = r"""
 import json, sys, time, torch
@@ -53,11 +51,8 @@ print(json.dumps({"trainable": sum(p.numel() for p in params), "total": sum(p.nu
 
 
 def run(policy: str, steps: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, policy, str(steps)], cwd=REPO, capture_output=True, text=True,
-                         check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["anon_mib"], _ = peaks_mib(["-c", CHILD, policy, str(steps)])
-    return result
+    anon, _, stdout = peaks_mib(["-c", CHILD, policy, str(steps)])
+    return {**json.loads(stdout.strip().splitlines()[-1]), "anon_mib": anon}
 
 
 def main() -> None:
