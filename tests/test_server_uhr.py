@@ -64,8 +64,8 @@ def test_each_variant_samples_in_both_layouts(server, variant):
 
 
 def test_tiled_head_gives_the_untiled_pixels(server):
-    w, h = 640, 384  # the 4K head's halo is 256 px: tiles of 128 need several neighbours
-    tiling = {"class_type": "L2PHeadTiling", "inputs": {"model": ["4", 0], "mode": "off", "tile_size": 128}}
+    w, h = 640, 384  # the 4K head's halo is 256 px: 2x2 tiles of 320 each need their neighbours
+    tiling = {"class_type": "L2PHeadTiling", "inputs": {"model": ["4", 0], "mode": "off", "tile_size": 320}}
     base = prompt_for("l2p_tiny_demo", "tiny-4k-official.safetensors", w, h, **{"20": tiling})
     base["5"]["inputs"]["model"] = ["20", 0]
     untiled = images(server, base)
