@@ -46,9 +46,7 @@ function hintQuery(node) {
 }
 
 function addHint(node) {
-  const box = document.createElement("div");
-  box.className = "l2p-hint";
-  box.style.cssText = "font: 11px monospace; white-space: pre-wrap; opacity: 0.85; padding: 2px 4px;";
+  const box = element("div", "l2p-hint", "font: 11px monospace; white-space: pre-wrap; opacity: 0.85; padding: 2px 4px;");
   node.addDOMWidget("l2p_hint", "l2p_hint", box, { serialize: false, hideOnZoom: false });
   let timer = null;
   const refresh = () => {
@@ -87,26 +85,20 @@ function addHint(node) {
   refresh();
 }
 
+function element(tag, className, css, props = {}) {
+  const el = Object.assign(document.createElement(tag), { className, ...props });
+  el.style.cssText = css;
+  return el;
+}
+
 function addTrainPanel(node) {
-  const root = document.createElement("div");
-  root.className = "l2p-train";
-  root.style.cssText = "display: flex; flex-direction: column; gap: 4px; font: 11px monospace; padding: 2px 4px;";
-  const status = document.createElement("div");
-  status.className = "l2p-train-status";
-  status.textContent = "not started";
-  const canvas = document.createElement("canvas");
-  canvas.className = "l2p-train-loss";
-  canvas.width = 300;
-  canvas.height = 110;
+  const root = element("div", "l2p-train", "display: flex; flex-direction: column; gap: 4px; font: 11px monospace; padding: 2px 4px;");
+  const status = element("div", "l2p-train-status", "", { textContent: "not started" });
+  const canvas = element("canvas", "l2p-train-loss", "width: 100%; background: rgba(0,0,0,0.25); border-radius: 4px;",
+    { width: 300, height: 110 });
   canvas.dataset.points = "0";
-  canvas.style.cssText = "width: 100%; background: rgba(0,0,0,0.25); border-radius: 4px;";
-  const image = document.createElement("img");
-  image.className = "l2p-train-validation";
-  image.style.cssText = "max-width: 100%; display: none; border-radius: 4px;";
-  const stop = document.createElement("button");
-  stop.className = "l2p-train-stop";
-  stop.textContent = "Stop (save a checkpoint)";
-  stop.disabled = true;
+  const image = element("img", "l2p-train-validation", "max-width: 100%; display: none; border-radius: 4px;");
+  const stop = element("button", "l2p-train-stop", "", { textContent: "Stop (save a checkpoint)", disabled: true });
   stop.onclick = async () => {
     stop.disabled = true;
     status.textContent += " · stopping…";
