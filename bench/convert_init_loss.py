@@ -59,7 +59,7 @@ PATCH = TINY_L2P["patch_size"]
 LATENT_PATCH, VAE_DOWN, LATENT_CH = 2, 8, 16
 SEEDS = {"pool": 1, "fit": 2, "eval": 3, "eval_noise": 4, "batches": 5, "caption": 6, "vae": 7, "source": 8,
          "convert": 0}
-VERSION = 1  # bump when the measurement itself changes, to invalidate every cached stage
+VERSION = 2  # bump when the measurement itself changes, to invalidate every cached stage
 Tensor = torch.Tensor
 Predict = Callable[[Tensor, Tensor], Tensor]  # (noisy x, sigma) -> velocity noise - x0
 
@@ -69,11 +69,11 @@ class Budget:
     """Data sizes and training budgets; each stage's cache key covers the fields it uses."""
 
     pool: int = 1024  # training images: VAE, source (as latents) and the L2P batches
-    vae_steps: int = 200
+    vae_steps: int = 600
     vae_batch: int = 16
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    source_steps: int = 300
+    source_steps: int = 200
     source_batch: int = 32
     source_lr: float = 3e-4
     fit_images: int = 256  # held-out images encoded for the vae_* fits (16 patches each)
@@ -163,13 +163,18 @@ def train(predict: Predict, params: list[nn.Parameter], pool: Tensor, steps: int
 
 
 @torch.no_grad()
-def flow_loss(predict: Predict, x0: Tensor, noise: Tensor, sigma: Tensor, chunk: int = 16) -> float:
-    """Mean ``|v - (noise - x0)|^2`` over fixed (x0, noise, sigma) triples."""
-    total = 0.0
+def flow_loss(predict: Predict, x0: Tensor, noise: Tensor, sigma: Tensor, n_sigmas: int,
+              chunk: int = 16) -> list[float]:
+    """Mean ``|v - (noise - x0)|^2`` at each sigma of an ``eval_set`` grid (fixed x0, noise, sigma)."""
+    per_item = []
     for i in range(0, len(x0), chunk):
         x, n, s = x0[i:i + chunk], noise[i:i + chunk], sigma[i:i + chunk]
-        total += F.mse_loss(predict(noisy(x, n, s), s), n - x, reduction="sum").item()
-    return total / x0.numel()
+        per_item.append((predict(noisy(x, n, s), s) - (n - x)).square().flatten(1).mean(1))
+    return torch.cat(per_item).view(-1, n_sigmas).mean(0).tolist()
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def eval_set(x0: Tensor, n_sigmas: int, seed: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -187,12 +192,14 @@ def summary(losses: list[float], parts: int = 6) -> str:
 
 # --- stage 1: VAE -------------------------------------------------------------------------------------------
 
-def new_vae():
+def new_vae() -> nn.Module:
+    """8x down (4 blocks), 16 latent channels; narrow and without mid-block attention to train fast on CPU."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 64, 64, 64),
-                         layers_per_block=1, latent_channels=LATENT_CH, norm_num_groups=16, sample_size=SIZE)
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 32, 32, 32),
+                         layers_per_block=1, latent_channels=LATENT_CH, norm_num_groups=8, sample_size=SIZE,
+                         mid_block_add_attention=False)
 
 
 @torch.no_grad()
@@ -201,9 +208,22 @@ def encode_mean(vae: nn.Module, images: Tensor, chunk: int = 64) -> Tensor:
     return torch.cat([vae.encode(images[i:i + chunk]).latent_dist.mean for i in range(0, len(images), chunk)])
 
 
+def psnr(images: Tensor, reference: Tensor) -> float:
+    return 10 * math.log10(4.0 / F.mse_loss(images, reference).item())  # peak-to-peak 2 in [-1, 1]
+
+
+def reference_psnrs(images: Tensor) -> dict[str, float]:
+    """What trivial 'VAEs' score: each image's mean colour, and 8x average pooling upsampled back."""
+    blur = F.interpolate(F.avg_pool2d(images, VAE_DOWN), scale_factor=VAE_DOWN, mode="bilinear")
+    return {"mean colour": psnr(images.mean(dim=(2, 3), keepdim=True).expand_as(images), images),
+            f"{VAE_DOWN}x blur": psnr(blur, images)}
+
+
 def train_vae(budget: Budget, pool: Tensor, held_out: Tensor) -> tuple[nn.Module, dict[str, Any]]:
     torch.manual_seed(SEEDS["vae"])
     vae = new_vae()
+    with torch.no_grad():  # start with a small posterior std: unit sampling noise stalls a short training
+        vae.quant_conv.bias[LATENT_CH:] -= 8.0
     opt = torch.optim.Adam(vae.parameters(), lr=budget.vae_lr)
     gen = generator("vae")
     losses = []
@@ -220,8 +240,7 @@ def train_vae(budget: Budget, pool: Tensor, held_out: Tensor) -> tuple[nn.Module
     latents = encode_mean(vae, pool)
     with torch.no_grad():
         recon = vae.decode(encode_mean(vae, held_out)).sample.clamp(-1, 1)
-    psnr = 10 * math.log10(4.0 / F.mse_loss(recon, held_out).item())  # peak-to-peak 2 in [-1, 1]
-    info = {"shift": latents.mean().item(), "scale": 1.0 / latents.std().item(), "psnr": psnr,
+    info = {"shift": latents.mean().item(), "scale": 1.0 / latents.std().item(), "psnr": psnr(recon, held_out),
             "loss": summary(losses)}
     return vae, info
 
@@ -320,7 +339,7 @@ def run(budget: Budget, cache: Cache) -> dict[str, Any]:
     vae = new_vae()
     vae.load_state_dict(vae_sd)
     vae.eval()
-    report["vae"] = vae_info
+    report["vae"] = {**vae_info, "refs": reference_psnrs(eval_images)}
 
     def encode(images: Tensor) -> Tensor:
         return (encode_mean(vae, images) - vae_info["shift"]) * vae_info["scale"]
@@ -342,7 +361,8 @@ def run(budget: Budget, cache: Cache) -> dict[str, Any]:
     source.eval()
     eval_latents = encode(eval_images)
     z0, z_noise, z_sigma = eval_set(eval_latents, budget.sigmas, "eval_noise")
-    report["source"] = {**source_info, "eval": flow_loss(source_predict(source), z0, z_noise, z_sigma),
+    source_loss = flow_loss(source_predict(source), z0, z_noise, z_sigma, budget.sigmas)
+    report["source"] = {**source_info, "eval": mean(source_loss), "by_sigma": source_loss,
                         "baseline": F.mse_loss(torch.zeros_like(z0), z_noise - z0).item()}
 
     # 3. conversion, one cache file per init
@@ -371,17 +391,18 @@ def run(budget: Budget, cache: Cache) -> dict[str, Any]:
             for mode in ("head", "official"):
                 model = pixel_model(converted[init])
                 predict = pixel_predict(model)
-                curve = {0: flow_loss(predict, x0, noise, sigma)}
+                curve = {0: flow_loss(predict, x0, noise, sigma, budget.sigmas)}
 
-                def on_step(step: int, predict: Predict = predict, curve: dict[int, float] = curve) -> None:
+                def on_step(step: int, predict: Predict = predict, curve: dict[int, list[float]] = curve) -> None:
                     if step in marks:
-                        curve[step] = flow_loss(predict, x0, noise, sigma)
+                        curve[step] = flow_loss(predict, x0, noise, sigma, budget.sigmas)
 
                 losses = train(predict, trainable(model, mode), pool, budget.steps, budget.batch, budget.lr,
                                on_step=on_step)
                 evals = {str(k): v for k, v in curve.items()}
                 out["runs"][f"{init}/{mode}"] = {"eval": evals, "train": summary(losses)}
-                print(f"  {init:9s} {mode:8s} " + "  ".join(f"{k}: {v:.4f}" for k, v in curve.items()), flush=True)
+                shown = "  ".join(f"{k}: {mean(v):.4f}" for k, v in curve.items())
+                print(f"  {init:9s} {mode:8s} {shown}", flush=True)
         return out
 
     _, report["measure"] = stage("measure", measure_key, lambda: ({}, make_measure()))
@@ -390,52 +411,65 @@ def run(budget: Budget, cache: Cache) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    b, m, marks = r["budget"], r["measure"]["runs"], r["marks"]
-    baseline = r["measure"]["baseline"]
-    k = marks[-1]
+    b, runs, marks, baseline = r["budget"], r["measure"]["runs"], r["marks"], r["measure"]["baseline"]
+    k, src = marks[-1], r["source"]
+    modes = ("head", "official")
+
+    def loss(init: str, mode: str, step: int) -> float:
+        return mean(runs[f"{init}/{mode}"]["eval"][str(step)])
+
     lines = [
         "# Conversion init vs flow-matching loss (`bench/convert_init_loss.py`)",
         "",
-        f"Tiny trained world, CPU: VAE (AutoencoderKL 8x, 16 ch, {b['vae_steps']} steps x {b['vae_batch']}), latent "
-        f"Z-Image source (dim 256, 2 blocks, {b['source_steps']} steps x {b['source_batch']}), {SIZE}x{SIZE} "
+        f"Tiny trained world on CPU: VAE (AutoencoderKL 8x, 16 ch, {b['vae_steps']} steps x {b['vae_batch']}), "
+        f"latent Z-Image source (dim 256, 2 blocks, {b['source_steps']} steps x {b['source_batch']}), {SIZE}x{SIZE} "
         f"procedural images. Loss on {b['eval_images']} held-out images x {b['sigmas']} sigmas "
-        f"((i + 0.5) / {b['sigmas']}) x fixed noise; training: K = {k} Adam steps, lr {b['lr']:g}, batch "
-        f"{b['batch']}, identical batches for every init; vae_* fits on {b['fit_images']} held-out images.",
+        f"((i + 0.5) / {b['sigmas']}) x fixed noise. Training: K = {k} Adam steps, lr {b['lr']:g}, batch "
+        f"{b['batch']}, identical batches for every init; the vae_* fits use {b['fit_images']} other held-out "
+        "images. `head`: Detailer Head only (trunk and pixel embedder frozen); `official`: the official "
+        "trainable-set policy (all parameters at 2 blocks).",
         "",
         "| stage | seconds | result |",
         "| --- | ---: | --- |",
-        f"| vae | {r['seconds']['vae']:.0f} | held-out PSNR {r['vae']['psnr']:.2f} dB; latent shift "
+        f"| vae | {r['seconds']['vae']:.0f} | held-out PSNR {r['vae']['psnr']:.2f} dB ("
+        + ", ".join(f"{name} {v:.2f} dB" for name, v in r["vae"]["refs"].items()) + "); latent shift "
         f"{r['vae']['shift']:.4f}, scale {r['vae']['scale']:.4f}; train loss {r['vae']['loss']} |",
-        f"| source | {r['seconds']['source']:.0f} | train loss {r['source']['loss']}; held-out loss "
-        f"{r['source']['eval']:.4f} (baseline {r['source']['baseline']:.4f}, "
-        f"{r['source']['eval'] / r['source']['baseline']:.3f}x) |",
-        f"| convert | {r['seconds']['convert']:.1f} | 3 inits |",
-        f"| measure | {r['seconds']['measure']:.0f} | 3 inits x 2 trainable sets x {k} steps |",
+        f"| source | {r['seconds']['source']:.0f} | train loss {src['loss']}; held-out loss {src['eval']:.4f} = "
+        f"{src['eval'] / src['baseline']:.3f} x its baseline {src['baseline']:.4f} (latent space) |",
+        f"| convert | {r['seconds']['convert']:.1f} | {len(INITS)} inits |",
+        f"| measure | {r['seconds']['measure']:.0f} | {len(INITS)} inits x {len(modes)} trainable sets x {k} steps |",
     ]
     if r["cached"]:
-        lines += ["", f"(cached this run: {', '.join(r['cached'])}; seconds are from when they ran)"]
-    cols = [("head", marks[0])] + [(mode, s) for mode in ("head", "official") for s in marks[1:]]
+        lines += ["", f"Cached this run: {', '.join(r['cached'])} (their seconds are from when they ran)."]
+    cols = [("head", 0)] + [(mode, step) for mode in modes for step in marks[1:]]
     lines += [
         "",
-        f"Pixel flow-matching loss; trivial baseline (predict 0) = **{baseline:.4f}**. "
+        f"Pixel flow-matching loss, mean over the sigma grid; trivial baseline (predict 0) = **{baseline:.4f}**. "
         "In parentheses: ratio to the official init in the same column.",
         "",
-        "| init | embed rel. err | noise gain | step 0 | " + " | ".join(f"{mode} @{s}" for mode, s in cols[1:]) + " |",
+        "| init | embed rel. err | noise gain | step 0 | " + " | ".join(f"{m} @{s}" for m, s in cols[1:]) + " |",
         "| --- | ---: | ---: | " + " | ".join("---:" for _ in cols) + " |",
     ]
     for init in INITS:
         conv = r["convert"][init]
-        cells = []
-        for mode, s in cols:
-            v, ref = m[f"{init}/{mode}"]["eval"][str(s)], m[f"official/{mode}"]["eval"][str(s)]
-            cells.append(f"{v:.4f}" if init == "official" else f"{v:.4f} ({v / ref:.2f}x)")
+        cells = [f"{loss(init, m, s):.4f}" + ("" if init == "official" else
+                                              f" ({loss(init, m, s) / loss('official', m, s):.2f}x)")
+                 for m, s in cols]
         lines.append(f"| {init} | {conv['embed_err']:.3f} | {conv['noise_gain']:.2f} | " + " | ".join(cells) + " |")
+    grid = [(i + 0.5) / b["sigmas"] for i in range(b["sigmas"])]
     lines += [
         "",
-        f"Source (latent) held-out loss {r['source']['eval']:.4f} = {r['source']['eval'] / r['source']['baseline']:.3f}"
-        f" x its baseline; pixel loss / pixel baseline after {k} steps: "
-        + ", ".join(f"{init} {mode} {m[f'{init}/{mode}']['eval'][str(k)] / baseline:.3f}"
-                    for init in INITS for mode in ("head", "official")) + ".",
+        f"Loss by sigma after {k} steps, relative to the baseline (source: its latent loss / latent baseline):",
+        "",
+        "| model | " + " | ".join(f"σ={g:.3g}" for g in grid) + " |",
+        "| --- | " + " | ".join("---:" for _ in grid) + " |",
+        "| source (latent) | " + " | ".join(f"{v / src['baseline']:.3f}" for v in src["by_sigma"]) + " |",
+    ]
+    for init in INITS:
+        for mode in modes:
+            by_sigma = runs[f"{init}/{mode}"]["eval"][str(k)]
+            lines.append(f"| {init} {mode} | " + " | ".join(f"{v / baseline:.3f}" for v in by_sigma) + " |")
+    lines += [
         "",
         "embed rel. err: |pixel embedder(patch) - latent embedder(VAE latent of the patch)| / |latent embedding| on "
         "held-out patches. noise gain: |W_pix|_F / |W_lat|_F, the token RMS from pure pixel noise relative to pure "
@@ -444,7 +478,7 @@ def markdown(r: dict[str, Any]) -> str:
         "Training loss (mean over sixths of the run):",
         "",
     ]
-    lines += [f"- {key}: {val['train']}" for key, val in m.items()]
+    lines += [f"- {key}: {val['train']}" for key, val in runs.items()]
     return "\n".join(lines) + "\n"
 
 
