@@ -17,7 +17,8 @@ A tiny but *trained* world is built first, so the converted model's frozen block
 
 Every stage's result is cached in ``bench/.cache/convert_init_loss/`` (safetensors with the stage key and
 its numbers in the metadata; no pickle) and reused while its budget and upstream stages are unchanged.
-CPU, 2 threads, about 5 minutes from scratch::
+CPU, 2 threads: about 6 minutes from scratch on an idle 2-core machine (per-step estimate; far longer on a
+loaded one, and the reported seconds are wall time including that wait)::
 
     .venv/bin/python -m bench.convert_init_loss            # writes bench/results/convert_init_loss.md
     .venv/bin/python -m bench.convert_init_loss --fresh    # rerun every stage
@@ -439,8 +440,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"| convert | {r['seconds']['convert']:.1f} | {len(INITS)} inits |",
         f"| measure | {r['seconds']['measure']:.0f} | {len(INITS)} inits x {len(modes)} trainable sets x {k} steps |",
     ]
+    lines += ["", "Seconds are wall time with 2 threads; on a shared machine they include waiting for the CPU."]
     if r["cached"]:
-        lines += ["", f"Cached this run: {', '.join(r['cached'])} (their seconds are from when they ran)."]
+        lines[-1] += f" Cached this run: {', '.join(r['cached'])} (their seconds are from when they ran)."
     cols = [("head", 0)] + [(mode, step) for mode in modes for step in marks[1:]]
     lines += [
         "",
