@@ -30,25 +30,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.common import Cache, Stages, psnr, summary
 from l2p.convert import INITS, latent_to_l2p
 from l2p.head import build_head
 from l2p.init_fit import fit_images, patch_pairs
 from l2p.pixel_dit import PixelDiT
 from l2p.policies import trainable_names
-from l2p.tensor_io import save_safetensors_atomic
 from l2p.tiny import TINY_L2P, official_trunk
 
 HERE = Path(__file__).resolve().parent
@@ -100,27 +97,6 @@ def stage_key(stage: str, budget: Budget, upstream: str = "") -> str:
     cfg = {f: getattr(budget, f) for f in STAGE_FIELDS[stage]}
     blob = json.dumps({"stage": stage, "cfg": cfg, "up": upstream, "seeds": SEEDS, "v": VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class Cache:
-    """``<name>.safetensors`` per stage: tensors plus ``bench.key`` and ``bench.info`` (JSON) metadata."""
-
-    def __init__(self, folder: Path, fresh: bool):
-        self.folder, self.fresh = folder, fresh
-
-    def load(self, name: str, key: str) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-        path = self.folder / f"{name}.safetensors"
-        if self.fresh or not path.is_file():
-            return None
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("bench.key") != key:
-            return None
-        return safetensors.torch.load_file(str(path)), json.loads(meta["bench.info"])
-
-    def save(self, name: str, key: str, sd: dict[str, Tensor], info: dict[str, Any]) -> None:
-        save_safetensors_atomic(sd, str(self.folder / f"{name}.safetensors"),
-                                metadata={"bench.key": key, "bench.info": json.dumps(info)})
 
 
 def generator(name: str) -> torch.Generator:
@@ -185,12 +161,6 @@ def eval_set(x0: Tensor, n_sigmas: int, seed: str) -> tuple[Tensor, Tensor, Tens
     return x, torch.randn(x.shape, generator=generator(seed)), grid.repeat(len(x0))
 
 
-def summary(losses: list[float], parts: int = 6) -> str:
-    """``a -> b -> ...``: mean training loss over ``parts`` equal windows."""
-    size = max(1, math.ceil(len(losses) / parts))
-    return " → ".join(f"{sum(w) / len(w):.3f}" for w in (losses[i:i + size] for i in range(0, len(losses), size)))
-
-
 # --- stage 1: VAE -------------------------------------------------------------------------------------------
 
 def new_vae() -> nn.Module:
@@ -207,10 +177,6 @@ def new_vae() -> nn.Module:
 def encode_mean(vae: nn.Module, images: Tensor, chunk: int = 64) -> Tensor:
     """Raw (unnormalised) posterior means."""
     return torch.cat([vae.encode(images[i:i + chunk]).latent_dist.mean for i in range(0, len(images), chunk)])
-
-
-def psnr(images: Tensor, reference: Tensor) -> float:
-    return 10 * math.log10(4.0 / F.mse_loss(images, reference).item())  # peak-to-peak 2 in [-1, 1]
 
 
 def reference_psnrs(images: Tensor) -> dict[str, float]:
@@ -310,24 +276,11 @@ def embed_diagnostics(l2p: dict[str, Tensor], source: dict[str, Tensor], pixels:
 def run(budget: Budget, cache: Cache) -> dict[str, Any]:
     pool = fit_images(budget.pool, SIZE, SEEDS["pool"])
     eval_images = fit_images(budget.eval_images, SIZE, SEEDS["eval"])
-    report: dict[str, Any] = {"budget": asdict(budget), "seconds": {}, "cached": []}
+    report: dict[str, Any] = {"budget": asdict(budget)}
+    stages = Stages(cache)
 
     def stage(name: str, key: str, make: Callable[[], tuple[dict[str, Tensor], dict[str, Any]]]):
-        hit = cache.load(name, key)
-        if hit is not None:
-            print(f"[{name}] cached ({hit[1]['seconds']:.0f} s when run)", flush=True)
-            report["cached"].append(name)
-        else:
-            print(f"[{name}] running ...", flush=True)
-            start = time.perf_counter()
-            sd, info = make()
-            info["seconds"] = time.perf_counter() - start
-            cache.save(name, key, sd, info)
-            hit = sd, info
-            print(f"[{name}] done in {info['seconds']:.0f} s", flush=True)
-        group = name.split("_")[0]  # convert_<init> files add up to "convert"
-        report["seconds"][group] = report["seconds"].get(group, 0.0) + hit[1]["seconds"]
-        return hit
+        return stages.get(name, key, make, group=name.split("_")[0])  # convert_<init> files add up to "convert"
 
     # 1. VAE
     vae_key = stage_key("vae", budget)
@@ -408,6 +361,7 @@ def run(budget: Budget, cache: Cache) -> dict[str, Any]:
 
     _, report["measure"] = stage("measure", measure_key, lambda: ({}, make_measure()))
     report["marks"] = marks
+    report["seconds"], report["cached"] = stages.seconds, stages.cached
     return report
 
 

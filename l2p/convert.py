@@ -47,8 +47,11 @@ class Conversion:
 def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "official", seed: int = 0,
                     head_variant: str = "1k", layout: str | None = None, policy: str = "official",
                     fit_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
-                    source_hash: str | None = None) -> Conversion:
-    """The L2P checkpoint for ``source`` as a write plan plus its metadata (nothing heavy is loaded yet)."""
+                    source_hash: str | None = None, head_width_div: int = 1) -> Conversion:
+    """The L2P checkpoint for ``source`` as a write plan plus its metadata (nothing heavy is loaded yet).
+
+    ``head_width_div`` > 1 gives a narrower Detailer Head than the official one (tiny replication models).
+    """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
     if init in FIT_INITS and fit_pairs is None:
@@ -78,7 +81,7 @@ def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "off
     for m in layout_keys(body, layout, patch_size):
         made = m.make(lambda k: meta[k])  # the same key map on meta tensors gives the output shape
         plan.append(PlannedTensor(m.name, made, lambda m=m: m.make(get)))
-    new = _new_tensors(arch, meta, get, dim, patch_size, init, seed, head_variant, fit_pairs)
+    new = _new_tensors(arch, meta, get, dim, patch_size, init, seed, head_variant, fit_pairs, head_width_div)
     embed = f"all_x_embedder.{patch_size}-1." if layout == OFFICIAL else "x_embedder."
     for name, t in new.items():
         out_name = embed + name.split(".", 1)[1] if name.startswith("embedder.") else name
@@ -96,12 +99,12 @@ def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "off
 
 
 def _new_tensors(arch: SourceArch, meta: Mapping[str, torch.Tensor], get, dim: int, patch_size: int, init: str,
-                 seed: int, head_variant: str, fit_pairs) -> dict[str, torch.Tensor]:
+                 seed: int, head_variant: str, fit_pairs, head_width_div: int = 1) -> dict[str, torch.Tensor]:
     """``embedder.weight/bias`` and ``local_decoder.*`` in float32, seeded."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         embedder = nn.Linear(patch_size * patch_size * 3, dim)
-        head = build_head(head_variant, dim)
+        head = build_head(head_variant, dim, width_div=head_width_div)
     weight, bias = embedder.weight.detach(), embedder.bias.detach()
     if init in FIT_INITS:
         latent = [k for k in meta if k.startswith(arch.patch_embedder)]
@@ -161,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", default="official", help="trainable-set policy stored in the metadata: paper, "
                                                          "official or custom:<ranges>")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--head-width-div", type=int, default=1,
+                    help="build the Detailer Head this many times narrower (1 = official; tiny CPU models use 4)")
     ap.add_argument("--vae", help="diffusers AutoencoderKL folder for the vae_* inits (default: <source>/vae)")
     ap.add_argument("--fit-images", type=int, default=64, help="procedural images encoded for the vae_* fit")
     ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -183,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "AutoencoderKL folder)")
             fit_pairs = _vae_fit_pairs(vae_dir, detect_arch(source.meta.keys()), patch, args.fit_images, args.seed)
         conv = plan_conversion(source, patch_size=patch, init=args.init, seed=args.seed, layout=args.layout,
-                               policy=args.policy, fit_pairs=fit_pairs, head_variant=head)
+                               policy=args.policy, fit_pairs=fit_pairs, head_variant=head,
+                               head_width_div=args.head_width_div)
         write_safetensors(args.out, conv.plan, conv.metadata, progress=_tqdm_progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

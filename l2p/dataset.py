@@ -162,3 +162,14 @@ def png_bytes(image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+CONDITIONING_KEY = "cap_feats"  # what training.data reads from NNNNN.cond.safetensors
+
+
+def conditioning_file_bytes(features) -> bytes:
+    """A prompt's text features ``[tokens, width]`` (no padding) as the ``NNNNN.cond.safetensors`` payload."""
+    import torch
+    from safetensors.torch import save
+
+    return save({CONDITIONING_KEY: features.detach().to("cpu", torch.float32).contiguous()})

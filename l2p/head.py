@@ -82,6 +82,16 @@ _STAGE_10K = Stage("enc_10k_a", "up_10k_a", "dec_10k_a", 3, 16, 16)
 _STAGES_10K = (_STAGE_10K, *_STAGES_4K[:-1])
 
 
+def _narrow(channels: int, width_div: int) -> int:
+    """A stage's width in a head ``width_div`` times narrower; the 3-channel image stages stay as they are."""
+    if channels <= 3:
+        return channels
+    if width_div < 1 or channels % width_div:
+        raise ValueError(f"head width divisor {width_div} does not divide the head's {channels} channels: use a "
+                         "power of two up to 16")
+    return channels // width_div
+
+
 class DetailerHead(nn.Module):
     """A Detailer Head U-Net built from ``STAGES`` (outermost first) with the official key names.
 
@@ -98,9 +108,15 @@ class DetailerHead(nn.Module):
     receptive_radius: int  # px an output pixel can depend on, per axis (uhr-heads.md §4; tests/test_heads.py)
     feature_injection: str  # "interpolate_if_differs" (1k), "exact" (4k, 8k), "resize" (10k)
 
-    def __init__(self, feature_dim: int, in_channels: int = 3, ops=TORCH_OPS, device=None, dtype=None):
+    def __init__(self, feature_dim: int, in_channels: int = 3, ops=TORCH_OPS, device=None, dtype=None,
+                 width_div: int = 1):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
+        if width_div != 1:  # a narrower head of the same design (the CPU replication world); keys unchanged
+            self.STAGES = tuple(Stage(st.enc, st.up, st.dec, *(_narrow(c, width_div) for c in st[3:]))
+                                for st in self.STAGES)
+            self.bottleneck_out = _narrow(self.bottleneck_out, width_div)
+        self.width_div = width_div
         cin = in_channels
         for st in self.STAGES:
             self.add_module(st.enc, nn.Sequential(_conv(ops, cin, st.enc_out, 3, **kw), nn.SiLU()))
@@ -244,8 +260,23 @@ def detect_head_variant(keys: Iterable[str]) -> str:
 
 
 def build_head(variant: str, feature_dim: int, in_channels: int = 3, ops=TORCH_OPS, device=None,
-               dtype=None) -> DetailerHead:
-    return HEAD_VARIANTS[variant].cls(feature_dim, in_channels=in_channels, ops=ops, device=device, dtype=dtype)
+               dtype=None, width_div: int = 1) -> DetailerHead:
+    """``width_div`` > 1 builds every stage that many times narrower (official heads: 1)."""
+    return HEAD_VARIANTS[variant].cls(feature_dim, in_channels=in_channels, ops=ops, device=device, dtype=dtype,
+                                      width_div=width_div)
+
+
+def head_width_div(keys_to_shapes) -> int:
+    """How many times narrower than the official head a ``local_decoder`` is (1 for released checkpoints),
+    read from its bottleneck (512 output channels in every official variant)."""
+    for key, value in keys_to_shapes.items():
+        if key.endswith("local_decoder.bottleneck.0.weight"):
+            out = int(value.shape[0])
+            if out < 1 or DetailerHead.bottleneck_out % out:
+                raise ValueError(f"the Detailer Head's bottleneck has {out} channels; expected 512 divided by a "
+                                 "power of two: the file is not an L2P checkpoint of a known head")
+            return DetailerHead.bottleneck_out // out
+    return 1
 
 
 def head_multiple(variant: str) -> int:

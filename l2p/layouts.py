@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from .head import HEAD_VARIANTS, detect_head_variant
+from .head import HEAD_VARIANTS, detect_head_variant, head_width_div
 from .keys import L2PFormatError, strip_prefix
 
 OFFICIAL = "official"
@@ -59,6 +59,7 @@ class L2PConfig:
     pad_tokens: bool = True
     arch: str = "z-image"
     n_kv_heads: int | None = None  # None: as many as query heads
+    head_width_div: int = 1  # > 1: a narrower Detailer Head than the official one (tiny replication models)
 
     @property
     def kv_heads(self) -> int:
@@ -231,7 +232,8 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> L2PConfig:
     """Read an L2P model's architecture from tensor shapes; works for the 6B release and tiny test models alike."""
     sd = strip_prefix(sd)
     check_l2p(sd)
-    return trunk_config(sd, in_channels=3, head_variant=detect_head_variant(sd.keys()))
+    cfg = trunk_config(sd, in_channels=3, head_variant=detect_head_variant(sd.keys()))
+    return replace(cfg, head_width_div=head_width_div(sd))
 
 
 def trunk_config(sd: Mapping[str, torch.Tensor], in_channels: int, head_variant: str | None) -> L2PConfig:

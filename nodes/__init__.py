@@ -7,6 +7,7 @@ from typing_extensions import override
 
 from .convert import L2PConvert, L2PSaveCheckpoint, L2PSourceModelLoader
 from .dataset import L2PDatasetWriter, L2PPromptBank
+from .demo_world import L2PDemoTextEncode, L2PDemoVAELoader
 from .files import register_l2p_folder
 from .loader import L2PModelLoader
 from .model import register_with_stock_loader
@@ -17,7 +18,8 @@ from .train import L2PTrain
 
 NODES: list[type[io.ComfyNode]] = [L2PModelLoader, L2PEmptyImage, L2PTextEncoderLoader, L2PSourceModelLoader,
                                    L2PConvert, L2PSaveCheckpoint, L2PNoiseShift, L2PPromptBank,
-                                   L2PDatasetWriter, L2PHeadTiling, L2PTrain]
+                                   L2PDatasetWriter, L2PHeadTiling, L2PTrain, L2PDemoTextEncode,
+                                   L2PDemoVAELoader]
 
 
 class L2PExtension(ComfyExtension):

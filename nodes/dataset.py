@@ -15,7 +15,7 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..l2p.dataset import DatasetItem, DatasetWriter, png_bytes
+from ..l2p.dataset import DatasetItem, DatasetWriter, conditioning_file_bytes, png_bytes
 from ..l2p.prompts import PromptRecord, generate_bank, read_jsonl
 from .files import subpath
 
@@ -150,11 +150,9 @@ class L2PDatasetWriter(io.ComfyNode):
 
 def conditioning_bytes(conditioning) -> bytes:
     """The first conditioning's text features [tokens, width] (padding cut by its mask) as safetensors bytes."""
-    from safetensors.torch import save
-
     feats, extra = conditioning[0][0], conditioning[0][1]
     feats = feats[0]
     mask = extra.get("attention_mask")
     if mask is not None:
         feats = feats[mask[0].bool().to(feats.device)[: feats.shape[0]]]
-    return save({"cap_feats": feats.detach().to("cpu", torch.float32).contiguous()})
+    return conditioning_file_bytes(feats)

@@ -67,14 +67,15 @@ class NextDiTFromShapes(NextDiT):
 class NextDiTL2P(NextDiTFromShapes):
     """NextDiT with the final layer replaced by the L2P Detailer Head."""
 
-    def __init__(self, *, head_variant: str = "1k", device=None, dtype=None, operations=None, **kwargs):
+    def __init__(self, *, head_variant: str = "1k", head_width_div: int = 1, device=None, dtype=None, operations=None,
+                 **kwargs):
         super().__init__(device=device, dtype=dtype, operations=operations, **kwargs)
         del self.final_layer
         del self.norm_final
         self.head_variant = head_variant
         self.pad_multiple = math.lcm(self.patch_size, head_multiple(head_variant))
         self.local_decoder = build_head(head_variant, self.dim, in_channels=self.in_channels, ops=operations,
-                                        device=device, dtype=dtype)
+                                        device=device, dtype=dtype, width_div=head_width_div)
 
     def image_features(self, tokens: torch.Tensor, cap_len: int, h_tokens: int, w_tokens: int) -> torch.Tensor:
         """The real image tokens (not the padding) as a [B, dim, Ht, Wt] map, height-major."""
@@ -144,6 +145,7 @@ def unet_config_for(cfg: L2PConfig) -> dict:
     }
     if cfg.head_variant is not None:
         config["head_variant"] = cfg.head_variant
+        config["head_width_div"] = cfg.head_width_div
     return config
 
 

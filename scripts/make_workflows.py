@@ -36,6 +36,8 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "L2PPromptBank": [("prompt", "STRING"), ("seed", "INT"), ("category", "STRING"), ("index", "INT")],
     "L2PDatasetWriter": [],
     "L2PTrain": [("ckpt_name", "STRING")],
+    "L2PDemoTextEncode": [("CONDITIONING", "CONDITIONING")],
+    "L2PDemoVAELoader": [("VAE", "VAE")],
 }
 
 
@@ -92,12 +94,33 @@ def l2p_loader(model_file: str) -> list[Node]:
     return [Node(4, "L2PModelLoader", {"ckpt_name": model_file, "weight_dtype": "default"}, pos=(20, 420))]
 
 
-def text_to_image(*, clip: Node, model: list[Node], prompt: str, steps: int, cfg: float, shift: float,
+def clip_prompts(clip: Node, prompt: str) -> list[Node]:
+    """Node 1 the text encoder, 2 the positive and 3 the (empty) negative CLIPTextEncode."""
+    return [
+        clip,
+        Node(2, "CLIPTextEncode", {"text": prompt}, {"clip": (1, 0)}, "Positive prompt", (420, 40)),
+        Node(3, "CLIPTextEncode", {"text": ""}, {"clip": (1, 0)}, "Negative prompt (empty)", (420, 260)),
+    ]
+
+
+def shapes_prompts(prompt: str, positive: int = 2, negative: int = 3,
+                   text_link: tuple[int, int] | None = None) -> list[Node]:
+    """The shapes world's demo text encoder: positive and (empty) negative L2PDemoTextEncode nodes."""
+    return [
+        Node(positive, "L2PDemoTextEncode", {"text_encoder": SHAPES_TE, "text": prompt},
+             {"text": text_link} if text_link else {}, "Positive prompt (shapes-world encoder)", (420, 40)),
+        Node(negative, "L2PDemoTextEncode", {"text_encoder": SHAPES_TE, "text": ""}, title="Negative prompt (empty)",
+             pos=(420, 260)),
+    ]
+
+
+def text_to_image(*, prompts: list[Node], model: list[Node], steps: int, cfg: float, shift: float,
                   width: int, height: int, batch: int, seed: int, prefix: str, model_out: tuple[int, int] | None = None,
                   preset: str = "custom (width x height)", fit: str = "reject", auto_shift: bool = False) -> list[Node]:
     """The L2P text-to-image graph: stock nodes everywhere except the model nodes, the empty image and (with
-    ``auto_shift``) L2PNoiseShift in place of ModelSamplingAuraFlow; ``model_out`` (default: the first model
-    node's output 0) is the pixel MODEL that is sampled."""
+    ``auto_shift``) L2PNoiseShift in place of ModelSamplingAuraFlow; ``prompts`` give the positive (node 2) and
+    negative (node 3) conditioning; ``model_out`` (default: the first model node's output 0) is the pixel MODEL
+    that is sampled."""
     model_out = model_out or (model[0].id, 0)
     if auto_shift:
         shift_node = Node(5, "L2PNoiseShift", {"mode": "auto", "shift": shift}, {"model": model_out, "latent": (6, 0)},
@@ -105,9 +128,7 @@ def text_to_image(*, clip: Node, model: list[Node], prompt: str, steps: int, cfg
     else:
         shift_node = Node(5, "ModelSamplingAuraFlow", {"shift": shift}, {"model": model_out}, pos=(420, 460))
     return [
-        clip,
-        Node(2, "CLIPTextEncode", {"text": prompt}, {"clip": (1, 0)}, "Positive prompt", (420, 40)),
-        Node(3, "CLIPTextEncode", {"text": ""}, {"clip": (1, 0)}, "Negative prompt (empty)", (420, 260)),
+        *prompts,
         *model,
         shift_node,
         Node(6, "L2PEmptyImage", {"width": width, "height": height, "batch_size": batch, "preset": preset, "fit": fit},
@@ -121,20 +142,19 @@ def text_to_image(*, clip: Node, model: list[Node], prompt: str, steps: int, cfg
     ]
 
 
-def make_dataset(*, unet: str, clip: Node, vae: str, steps: int, cfg: float, size: int, count: int,
-                 folder: str) -> list[Node]:
-    """The source model renders one dataset item per queued run (L2P Prompt Bank index on increment)."""
-    return [
-        Node(1, "UNETLoader", {"unet_name": unet, "weight_dtype": "default"}, title="Source model (latent)",
-             pos=(20, 40)),
-        clip,
-        Node(3, "VAELoader", {"vae_name": vae}, title="Source VAE", pos=(20, 420)),
-        Node(4, "L2PPromptBank", {"prompts": "(built-in taxonomy)", "index": 0, "control_after_generate": "increment",
-                                  "images_per_prompt": 2, "count": count, "seed": 0}, pos=(20, 560)),
-        Node(5, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0), "text": (4, 0)}, "Prompt from the bank", (420, 40)),
-        Node(6, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, "Negative prompt (empty)", (420, 260)),
-        Node(7, "ModelSamplingAuraFlow", {"shift": 3.0}, {"model": (1, 0)}, pos=(420, 460)),
-        Node(8, "EmptySD3LatentImage", {"width": size, "height": size, "batch_size": 1}, pos=(420, 600)),
+def make_dataset(*, model: Node, encoders: list[Node], vae: Node, steps: int, cfg: float, size: int, count: int,
+                 folder: str, batch: int = 1, prompts: str = "(built-in taxonomy)", images_per_prompt: int = 2,
+                 shift: float = 3.0) -> list[Node]:
+    """The source model renders one dataset item per queued run (L2P Prompt Bank index on increment); a latent
+    batch of B gives B items per run. ``encoders``: node 5 (positive, text from the bank) and 6 (negative)."""
+    return sorted([
+        model,
+        *encoders,
+        vae,
+        Node(4, "L2PPromptBank", {"prompts": prompts, "index": 0, "control_after_generate": "increment",
+                                  "images_per_prompt": images_per_prompt, "count": count, "seed": 0}, pos=(20, 560)),
+        Node(7, "ModelSamplingAuraFlow", {"shift": shift}, {"model": (1, 0)}, pos=(420, 460)),
+        Node(8, "EmptySD3LatentImage", {"width": size, "height": size, "batch_size": batch}, pos=(420, 600)),
         Node(9, "KSampler", {"seed": 0, "control_after_generate": "fixed", "steps": steps, "cfg": cfg,
                              "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0},
              {"model": (7, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (8, 0), "seed": (4, 1)},
@@ -143,6 +163,16 @@ def make_dataset(*, unet: str, clip: Node, vae: str, steps: int, cfg: float, siz
         Node(11, "L2PDatasetWriter", {"folder": folder},
              {"images": (10, 0), "prompt": (4, 0), "seed": (4, 1), "index": (4, 3), "category": (4, 2),
               "conditioning": (5, 0)}, pos=(1420, 200)),
+    ], key=lambda n: n.id)
+
+
+def zimage_dataset_encoders() -> list[Node]:
+    clip = Node(2, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
+                pos=(20, 220))
+    return [
+        clip,
+        Node(5, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0), "text": (4, 0)}, "Prompt from the bank", (420, 40)),
+        Node(6, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, "Negative prompt (empty)", (420, 260)),
     ]
 
 
@@ -156,22 +186,29 @@ def train(model_file: str, steps: int) -> list[Node]:
 
 
 CONVERT_INIT = "vae_lsq"
+SHAPES_TE = "l2p-shapes-te.safetensors"  # the shapes world's files (shapes_world/models, bench/replicate)
+SHAPES_L2P = "l2p-shapes-demo.safetensors"
+SHAPES_SOURCE = "l2p-shapes-source.safetensors"
+SHAPES_VAE = "l2p-shapes-vae.safetensors"
+SHAPES_PROMPT = "a red circle to the left of a blue square on a striped background"
 PROMPT = ("A red fox sitting in fresh snow at the edge of a pine forest at dawn, soft golden light, fine fur "
           "detail, shallow depth of field, photograph")
 
+ZIMAGE_CLIP = Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
+                   pos=(20, 120))
+
 WORKFLOWS: dict[str, list[Node]] = {
     "l2p_zimage_1k": text_to_image(
-        clip=Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
-                  pos=(20, 120)),
-        model=l2p_loader("model-1k-merge.safetensors"), prompt=PROMPT, steps=30, cfg=2.0, shift=3.0,
+        prompts=clip_prompts(ZIMAGE_CLIP, PROMPT), model=l2p_loader("model-1k-merge.safetensors"),
+        steps=30, cfg=2.0, shift=3.0,
         width=1024, height=1024, batch=1, seed=42, prefix="L2P/zimage_1k"),
     "l2p_tiny_demo": text_to_image(
-        clip=Node(1, "L2PTextEncoderLoader", {"text_encoder_name": "l2p-tiny-qwen3.safetensors"}, pos=(20, 120)),
-        model=l2p_loader("l2p-tiny-demo.safetensors"), prompt=PROMPT, steps=8, cfg=2.0, shift=3.0,
+        prompts=clip_prompts(Node(1, "L2PTextEncoderLoader", {"text_encoder_name": "l2p-tiny-qwen3.safetensors"},
+                                  pos=(20, 120)), PROMPT),
+        model=l2p_loader("l2p-tiny-demo.safetensors"), steps=8, cfg=2.0, shift=3.0,
         width=256, height=256, batch=2, seed=42, prefix="L2P/tiny_demo"),
     "l2p_convert_zimage": text_to_image(
-        clip=Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
-                  pos=(20, 120)),
+        prompts=clip_prompts(ZIMAGE_CLIP, PROMPT),
         model=[
             Node(11, "L2PSourceModelLoader", {"source": "Z-Image-Turbo/", "weight_dtype": "default"},
                  title="Latent source (diffusers folder or single file)", pos=(20, 420)),
@@ -184,20 +221,30 @@ WORKFLOWS: dict[str, list[Node]] = {
                  {"model": (13, 0)}, pos=(820, 760)),
         ],
         model_out=(13, 0),
-        prompt=PROMPT, steps=30, cfg=2.0, shift=3.0, width=1024, height=1024, batch=1, seed=42,
+        steps=30, cfg=2.0, shift=3.0, width=1024, height=1024, batch=1, seed=42,
         prefix="L2P/converted_untrained"),
     "l2p_zimage_4k": text_to_image(
-        clip=Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
-                  pos=(20, 120)),
-        model=l2p_loader("l2p-zimage-4k.safetensors"), prompt=PROMPT, steps=50, cfg=4.0, shift=3.0,
+        prompts=clip_prompts(ZIMAGE_CLIP, PROMPT), model=l2p_loader("l2p-zimage-4k.safetensors"),
+        steps=50, cfg=4.0, shift=3.0,
         width=3840, height=2160, batch=1, seed=42, prefix="L2P/zimage_4k", preset="3840x2160 (4K UHD)",
         fit="snap up", auto_shift=True),
     "l2p_train": train("l2p-zimage-turbo-init_00001.safetensors", steps=30000),
     "l2p_make_dataset": make_dataset(
-        unet="z_image_turbo_bf16.safetensors",
-        clip=Node(2, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
-                  pos=(20, 220)),
-        vae="ae.safetensors", steps=8, cfg=1.0, size=1024, count=10000, folder="l2p_dataset"),
+        model=Node(1, "UNETLoader", {"unet_name": "z_image_turbo_bf16.safetensors", "weight_dtype": "default"},
+                   title="Source model (latent)", pos=(20, 40)),
+        encoders=zimage_dataset_encoders(),
+        vae=Node(3, "VAELoader", {"vae_name": "ae.safetensors"}, title="Source VAE", pos=(20, 420)),
+        steps=8, cfg=1.0, size=1024, count=10000, folder="l2p_dataset"),
+    "l2p_shapes_demo": text_to_image(
+        prompts=shapes_prompts(SHAPES_PROMPT), model=l2p_loader(SHAPES_L2P), steps=20, cfg=3.0, shift=3.0,
+        width=64, height=64, batch=4, seed=42, prefix="L2P/shapes_demo"),
+    "l2p_shapes_dataset": make_dataset(
+        model=Node(1, "L2PSourceModelLoader", {"source": SHAPES_SOURCE, "weight_dtype": "default"},
+                   title="Shapes-world latent source", pos=(20, 40)),
+        encoders=shapes_prompts("", positive=5, negative=6, text_link=(4, 0)),
+        vae=Node(3, "L2PDemoVAELoader", {"vae_name": SHAPES_VAE}, title="Shapes-world VAE", pos=(20, 420)),
+        steps=20, cfg=3.0, size=64, count=512, folder="shapes_dataset", batch=4, prompts="shapes_prompts.jsonl",
+        images_per_prompt=1),
 }
 
 
@@ -208,6 +255,8 @@ TITLES = {
     "l2p_convert_zimage": "Convert a latent Z-Image to L2P",
     "l2p_make_dataset": "Build the synthetic dataset",
     "l2p_train": "Train an L2P model",
+    "l2p_shapes_demo": "Shapes world: the trained demo model (CPU)",
+    "l2p_shapes_dataset": "Shapes world: synthetic dataset from its latent source",
 }
 
 

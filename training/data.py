@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from l2p.dataset import read_metadata
+from l2p.dataset import CONDITIONING_KEY, read_metadata
 
 
 @dataclass(frozen=True)
@@ -93,5 +93,5 @@ class TrainData:
             left, top = (im.width - w) // 2, (im.height - h) // 2
             im = im.crop((left, top, left + w, top + h))
             pixels = torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1).contiguous()
-        cap = load_file(ex.conditioning)["cap_feats"].float()
+        cap = load_file(ex.conditioning)[CONDITIONING_KEY].float()
         return pixels, cap, ex.seed

@@ -47,7 +47,7 @@ def load_model(path: str, policy: str = "") -> LoadedModel:
     trunk = official_trunk(cfg.dim, cfg.n_layers, cfg.n_noise_refiner, cfg.n_heads, cfg.cap_feat_dim, cfg.patch_size,
                            device="meta")
     with torch.device("meta"):
-        head = build_head(cfg.head_variant, cfg.dim)
+        head = build_head(cfg.head_variant, cfg.dim, width_div=cfg.head_width_div)
     model = PixelDiT(trunk, head, head_variant=cfg.head_variant)
     names = official_names(model)
     expected = set(names.values()) | {k for k, _ in model.named_buffers()}

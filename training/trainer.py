@@ -23,6 +23,7 @@ import torch
 
 from l2p import pack_version
 from l2p.layouts import layout_keys
+from l2p.sampling import euler_sample
 from l2p.schedule import sampling_sigmas, shift_sigma
 from l2p.sizes import side_multiple
 from l2p.tensor_io import PlannedTensor, write_safetensors
@@ -282,10 +283,8 @@ class Trainer:
         sigmas = sampling_sigmas(self.cfg.validation_steps, self.cfg.shift)
         for k in range(min(self.cfg.validation_items, len(self.data.examples))):
             x0, cap, seed = self.data.load(k)
-            x = torch.randn((1, *x0.shape), generator=item_generator(seed, 1)).to(self.acc.device)
-            for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
-                v = model(x, torch.tensor([s], device=x.device), [cap.to(x.device)])
-                x = x + v * (s_next - s)
+            noise = torch.randn((1, *x0.shape), generator=item_generator(seed, 1)).to(self.acc.device)
+            x = euler_sample(lambda x, s, cap=cap: model(x, s, [cap.to(x.device)]), noise, sigmas)
             img = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
             path = os.path.join(folder, f"step-{self.step:06d}-{k}.png")
             Image.fromarray(img).save(path)

@@ -1,0 +1,77 @@
+"""Helpers the benchmark scripts share: a stage cache (safetensors, no pickle) and small summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+
+from l2p.tensor_io import save_safetensors_atomic
+
+Tensor = torch.Tensor
+
+
+class Cache:
+    """``<name>.safetensors`` per stage: tensors plus ``bench.key`` and ``bench.info`` (JSON) metadata."""
+
+    def __init__(self, folder: Path, fresh: bool):
+        self.folder, self.fresh = folder, fresh
+
+    def load(self, name: str, key: str) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+        path = self.folder / f"{name}.safetensors"
+        if self.fresh or not path.is_file():
+            return None
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("bench.key") != key:
+            return None
+        return safetensors.torch.load_file(str(path)), json.loads(meta["bench.info"])
+
+    def save(self, name: str, key: str, sd: dict[str, Tensor], info: dict[str, Any]) -> None:
+        save_safetensors_atomic(sd, str(self.folder / f"{name}.safetensors"),
+                                metadata={"bench.key": key, "bench.info": json.dumps(info)})
+
+
+def summary(losses: list[float], parts: int = 6) -> str:
+    """``a -> b -> ...``: mean training loss over ``parts`` equal windows."""
+    size = max(1, math.ceil(len(losses) / parts))
+    return " → ".join(f"{sum(w) / len(w):.3f}" for w in (losses[i:i + size] for i in range(0, len(losses), size)))
+
+
+def psnr(images: Tensor, reference: Tensor) -> float:
+    return 10 * math.log10(4.0 / F.mse_loss(images, reference).item())  # peak-to-peak 2 in [-1, 1]
+
+
+class Stages:
+    """Runs each named stage once per cache key and records its seconds (from when it ran, if cached)."""
+
+    def __init__(self, cache: Cache):
+        self.cache = cache
+        self.seconds: dict[str, float] = {}
+        self.cached: list[str] = []
+
+    def get(self, name: str, key: str, make, group: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """``make() -> (tensors, info)``; the result is cached under ``name`` with ``info["seconds"]`` added."""
+        import time
+
+        hit = self.cache.load(name, key)
+        if hit is not None:
+            print(f"[{name}] cached ({hit[1]['seconds']:.0f} s when run)", flush=True)
+            self.cached.append(name)
+        else:
+            print(f"[{name}] running ...", flush=True)
+            start = time.perf_counter()
+            sd, info = make()
+            info["seconds"] = time.perf_counter() - start
+            self.cache.save(name, key, sd, info)
+            hit = sd, info
+            print(f"[{name}] done in {info['seconds']:.0f} s", flush=True)
+        group = group or name
+        self.seconds[group] = self.seconds.get(group, 0.0) + hit[1]["seconds"]
+        return hit

@@ -1,0 +1,43 @@
+"""Replicate L2P end to end on the shapes world (CPU): ``python -m bench.replicate``.
+
+    python -m bench.replicate            # full budget (cached stages are reused), writes bench/RESULTS.md
+    python -m bench.replicate --smoke    # every stage at toy budgets (the test suite runs this), no report file
+    python -m bench.replicate --fresh    # ignore the cache
+    python -m bench.replicate --ship     # also copy the best L2P model and the text encoder to shapes_world/models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from .config import CACHE, FULL, SMOKE
+from .stages import Pipeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.replicate", description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="toy budgets: every stage in about a minute")
+    ap.add_argument("--fresh", action="store_true", help="rerun every stage (ignore the cache)")
+    ap.add_argument("--ship", action="store_true", help="copy the best model + text encoder to shapes_world/models")
+    ap.add_argument("--cache", default=str(CACHE), help="cache folder (default: %(default)s)")
+    args = ap.parse_args(argv)
+    from pathlib import Path
+
+    from .report import ship, write_report
+
+    start = time.perf_counter()
+    pipeline = Pipeline(SMOKE if args.smoke else FULL, Path(args.cache), fresh=args.fresh)
+    report = pipeline.run_all()
+    report["total_seconds"] = time.perf_counter() - start
+    out = write_report(pipeline, report, smoke=args.smoke)
+    print(json.dumps({k: report[k] for k in ("seconds", "cached", "total_seconds")}, indent=1))
+    print(f"wrote {out}")
+    if args.ship:
+        print(ship(pipeline, report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

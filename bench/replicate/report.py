@@ -1,0 +1,221 @@
+"""bench/RESULTS.md, its plots and image grid from a pipeline report; and shipping the demo model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shapes_world.scene import TASKS
+
+from .config import RESULTS_DIR, RESULTS_MD, RUNS, SHIPPED
+
+LABELS = {
+    "l2p_paper_syn": "L2P, paper policy, synthetic data",
+    "l2p_official_syn": "L2P, official policy, synthetic data",
+    "l2p_paper_real": "L2P, paper policy, rendered (real) data",
+    "scratch_syn": "pixel DiT from scratch, synthetic data",
+}
+SHORT = {"l2p_paper_syn": "L2P paper/syn", "l2p_official_syn": "L2P official/syn", "l2p_paper_real": "L2P paper/real",
+         "scratch_syn": "scratch/syn"}
+DEMO_L2P, DEMO_TE = "l2p-shapes-demo.safetensors", "l2p-shapes-te.safetensors"
+
+
+def final(run: dict[str, Any]) -> dict[str, Any]:
+    return run["curve"][-1]
+
+
+def best_run(report: dict[str, Any]) -> str:
+    """The L2P run (converted source, not the scratch baseline) with the best final GenEval score."""
+    runs = {k: v for k, v in report.get("runs", {}).items() if RUNS[k].start == "convert"}
+    return max(runs, key=lambda k: final(runs[k])["geneval"]["overall"])
+
+
+def _row(name: str, geneval: dict[str, Any], detail: float | None, note: str = "") -> str:
+    cells = [f"{geneval['per_task'].get(t, {}).get('accuracy', float('nan')):.2f}" for t in TASKS]
+    shown = "" if detail is None else f"{detail:.2f}"
+    return f"| {name} | **{geneval['overall']:.3f}** | " + " | ".join(cells) + f" | {shown} | {note} |"
+
+
+def grid(pipeline, out: Path, rows: int = 6, scale: int = 2) -> Path:
+    """Rows: the first eval prompts (one per task); columns: ground truth, VAE, source, each run."""
+    from PIL import Image, ImageDraw
+
+    columns = [("ground truth", pipeline.eval_gt), ("VAE recon.", pipeline.vae_recon),
+               ("source (latent)", pipeline.source_images)]
+    columns += [(SHORT[k], v) for k, v in getattr(pipeline, "run_images", {}).items()]
+    side = pipeline.b.size * scale
+    label_h, pad = 28, 4
+    prompt_w = 330
+    canvas = Image.new("RGB", (prompt_w + len(columns) * (side + pad), label_h + rows * (side + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, (name, _) in enumerate(columns):
+        draw.text((prompt_w + c * (side + pad) + 2, 8), name, fill=(0, 0, 0))
+    for r in range(min(rows, len(pipeline.eval_prompts))):
+        y = label_h + r * (side + pad)
+        words, lines, line = pipeline.eval_prompts[r].split(), [], ""
+        for w in words:
+            if len(line) + len(w) > 46:
+                lines.append(line)
+                line = ""
+            line = f"{line} {w}".strip()
+        draw.multiline_text((4, y + 8), "\n".join([*lines, line]), fill=(0, 0, 0))
+        for c, (_, images) in enumerate(columns):
+            tile = Image.fromarray(np.asarray(images[r])).resize((side, side), Image.NEAREST)
+            canvas.paste(tile, (prompt_w + c * (side + pad), y))
+    canvas.save(out)
+    return out
+
+
+def plots(report: dict[str, Any], folder: Path) -> dict[str, str]:
+    from training.plots import bar_chart, line_chart
+
+    runs = report.get("runs", {})
+    out = {}
+    series = {SHORT[k]: [(p["seconds"], p["geneval"]["overall"]) for p in curve_with_seconds(v)]
+              for k, v in runs.items()}
+    out["convergence"] = line_chart(str(folder / "convergence.png"), series,
+                                    "GenEval (procedural) vs training compute", "training seconds (2 CPU cores)",
+                                    "GenEval overall")
+    loss = {SHORT[k]: [(t, loss) for t, _, loss in v["log"]] for k, v in runs.items() if v.get("log")}
+    if loss:
+        out["loss"] = line_chart(str(folder / "train_loss.png"), loss, "Training loss (flow matching, pixels)",
+                                 "training seconds (2 CPU cores)", "loss (mean of 10 steps)")
+    names = ["ground truth", "VAE recon.", "source", *[SHORT[k] for k in runs]]
+    details = [1.0, report["vae"]["detail_recon"], report["source_eval"]["detail"],
+               *[final(v)["detail"] for v in runs.values()]]
+    out["detail"] = bar_chart(str(folder / "detail.png"), details, names,
+                              "High-frequency detail (ratio to ground truth)", "", "detail ratio")
+    scores = [report["world"]["gt_eval"]["overall"], report["vae"]["score_recon"]["overall"],
+              report["source_eval"]["geneval"]["overall"], *[final(v)["geneval"]["overall"] for v in runs.values()]]
+    out["geneval"] = bar_chart(str(folder / "geneval.png"), scores, names, "GenEval (procedural), final models", "",
+                               "overall accuracy")
+    return out
+
+
+def curve_with_seconds(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each evaluated step with the trainer's wall time at that step (linear between logged steps)."""
+    log = run.get("log") or []
+    pts = [(0, 0.0)] + [(step, t) for t, step, _ in log]
+    steps, secs = [p[0] for p in pts], [p[1] for p in pts]
+    return [{**p, "seconds": float(np.interp(p["step"], steps, secs))} for p in run["curve"]]
+
+
+def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
+    b, runs = report["budget"], report.get("runs", {})
+    v = report["world"]["validation"]
+    src = report["source_eval"]["geneval"]
+    secs = report["seconds"]
+    lines = [
+        "# Replicating L2P on the shapes world (`python -m bench.replicate`)",
+        "",
+        "Every number here comes from `bench/replicate/` on this repository's code: the world and its scorer "
+        "(`shapes_world/`), the latent source trained on CPU, the pack's own conversion (`python -m l2p.convert`), "
+        "dataset generation (the source renders its images through a real headless ComfyUI with the pack's nodes: "
+        "`workflows/l2p_shapes_dataset`) and trainer (`training/launch.py`). Seeds are fixed; each stage is cached "
+        "and reruns alone when its inputs change.",
+        "",
+        "## The world",
+        "",
+        f"{b['size']}x{b['size']} images of circles, squares and triangles in 5 colours on plain, striped (1-px lines "
+        "every 2-3 px) or dotted backgrounds; English prompts from a small grammar; GenEval's six tasks. The scorer "
+        "(`shapes_world/score.py`) finds objects by hue, counts connected components and classifies shapes by "
+        f"geometry. Validated on {v['n'] if 'n' in v else b['validate']} rendered scenes:",
+        "",
+        "| check | accuracy |",
+        "| --- | ---: |",
+    ]
+    for name, value in v.items():
+        if isinstance(value, dict) and "overall" in value:
+            lines.append(f"| {name.replace('_', ' ')} | {value['overall']:.3f} |")
+        elif isinstance(value, float):
+            lines.append(f"| {name.replace('_', ' ')} | {value:.3f} |")
+    lines += [
+        "",
+        "## Models",
+        "",
+        f"- VAE: diffusers AutoencoderKL, 8x down, 16 latent channels, widths 32-32-64-64 "
+        f"({report['vae']['params'] / 1e6:.2f} M parameters), {b['vae_steps']} steps x {b['vae_batch']}; "
+        f"held-out PSNR {report['vae']['psnr']:.1f} dB. Latents normalised into Z-Image's latent format, baked in "
+        "the weights so ComfyUI's stock sampling path sees the same latents.",
+        f"- Source: Z-Image DiT (diffusers `ZImageTransformer2DModel`, the class the pack converts), dim {b['dim']}, "
+        f"{b['layers']} blocks + 1 refiner each, latent patch 2 (4x4 tokens), "
+        f"{report['source']['params'] / 1e6:.2f} M parameters; text encoder: a Qwen3 of width {b['cap_dim']} over "
+        f"the world's words ({report['source']['te_params'] / 1e3:.0f} k parameters), trained jointly: "
+        f"{b['source_steps']} steps x {b['source_batch']}, loss {report['source']['loss']}.",
+        f"- L2P: the source converted to pixel patch 16 (4x4 tokens) with a Detailer Head; trained "
+        f"{b['train_steps']} steps x {b['train_batch']} at lr {b['train_lr']:g} on "
+        f"{report['data_syn']['items']} images, 4 per prompt. Sampling everywhere: Euler, {b['sample_steps']} steps, "
+        f"shift {b['shift']:g}, CFG {b['cfg']:g}, the same {b['eval_prompts']} held-out prompts and seeds.",
+        "",
+        "## GenEval (procedural) and detail",
+        "",
+        "| model | overall | " + " | ".join(t.replace("_", " ") for t in TASKS) + " | detail | |",
+        "| --- | ---: | " + " | ".join("---:" for _ in TASKS) + " | ---: | --- |",
+        _row("ground-truth renders", report["world"]["gt_eval"], 1.0, "scorer ceiling"),
+        _row("VAE reconstructions", report["vae"]["score_recon"], report["vae"]["detail_recon"], "source ceiling"),
+        _row("source (latent + VAE)", src, report["source_eval"]["detail"]),
+    ]
+    for k, r in runs.items():
+        ratio = final(r)["geneval"]["overall"] / src["overall"] if src["overall"] else float("nan")
+        lines.append(_row(LABELS[k], final(r)["geneval"], final(r)["detail"], f"{ratio:.2f}x source"))
+    lines += [
+        "",
+        "detail: mean share of luminance spectral energy above 1/4 cycles/pixel, relative to the ground-truth "
+        "renders of the same prompts (`shapes_world/detail.py`); 1 = all fine detail kept.",
+    ]
+    if runs:
+        best = best_run(report)
+        ratio = final(runs[best])["geneval"]["overall"] / src["overall"] if src["overall"] else float("nan")
+        lines += ["", f"**L2P / source GenEval ratio: {ratio:.2f}** ({SHORT[best]}; the paper reports 0.93 for "
+                      "Z-Image)."]
+    lines += ["", "## Convergence at equal compute", "",
+              "GenEval at each evaluated checkpoint; seconds are the trainer's wall time (2 CPU cores).", "",
+              "| run | " + " | ".join(f"step {p['step']}" for p in next(iter(runs.values()))["curve"]) + " | s/step |"
+              if runs else "", "| --- | " + " | ".join("---:" for _ in next(iter(runs.values()))["curve"]) + " | ---: |"
+              if runs else ""]
+    for k, r in runs.items():
+        cells = [f"{p['geneval']['overall']:.3f} ({p['seconds']:.0f} s)" for p in curve_with_seconds(r)]
+        lines.append(f"| {SHORT[k]} | " + " | ".join(cells) + f" | {r['seconds_per_step']:.2f} |")
+    lines += ["", "Trainable sets:", ""] + [f"- {SHORT[k]}: {r['policy']}" for k, r in runs.items()]
+    lines += ["", "## Plots", ""] + [f"![{k}](results/replicate/{Path(p).name})" for k, p in images.items()]
+    lines += ["", "## Stage timings", "", "| stage | seconds |", "| --- | ---: |"]
+    lines += [f"| {k} | {s:.0f} |" for k, s in secs.items()]
+    lines += ["", f"Total wall time of this run: {report['total_seconds']:.0f} s"
+              + (f" (cached stages, counted above at their original time: {', '.join(report['cached'])})"
+                 if report["cached"] else "") + ".", ""]
+    return "\n".join(lines)
+
+
+def write_report(pipeline, report: dict[str, Any], smoke: bool = False) -> Path:
+    folder = pipeline.dir / "results" if smoke else RESULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    images = plots(report, folder)
+    images["grid"] = str(grid(pipeline, folder / "grid.png"))
+    out = folder / "RESULTS.md" if smoke else RESULTS_MD
+    out.write_text(markdown(pipeline, report, images), encoding="utf-8")
+    (folder / "report.json").write_text(__import__("json").dumps(report, indent=1, default=str), encoding="utf-8")
+    return out
+
+
+def ship(pipeline, report: dict[str, Any], dest: Path = SHIPPED) -> str:
+    """The best L2P run's export in fp16 (official layout) and the text encoder, into shapes_world/models."""
+    import safetensors
+    import safetensors.torch
+
+    from l2p.tensor_io import save_safetensors_atomic
+
+    name = best_run(report)
+    src = report["runs"][name]["export"]
+    with safetensors.safe_open(src, framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    sd = safetensors.torch.load_file(src)
+    meta.update({"l2p.shapes_world.run": name,
+                 "l2p.shapes_world.geneval": f"{final(report['runs'][name])['geneval']['overall']:.4f}"})
+    dest.mkdir(parents=True, exist_ok=True)
+    save_safetensors_atomic(sd, str(dest / DEMO_L2P), metadata=meta, dtype=torch.float16)
+    save_safetensors_atomic(pipeline.te_sd, str(dest / DEMO_TE), metadata=pipeline.te_meta, dtype=torch.float16)
+    sizes = {p.name: p.stat().st_size / 2**20 for p in (dest / DEMO_L2P, dest / DEMO_TE)}
+    return f"shipped {name}: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in sizes.items())

@@ -1,0 +1,346 @@
+"""The replication's stages, each cached by a key over its budget fields and its upstream stages' keys.
+
+world -> vae -> source (+ text encoder) -> source_eval
+                       \\-> convert (python -m l2p.convert) + scratch init
+                       \\-> data_syn (ComfyUI) / data_real (renders) -> train_<run> (training/launch.py) -> eval_<run>
+
+Stages that produce folders (datasets, training runs) keep them in ``<cache>/<name>-<key>/`` and record
+completion with their cache entry, written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.common import Cache, Stages, psnr, summary
+from l2p.dataset import DatasetItem, DatasetWriter, conditioning_file_bytes, png_bytes
+from l2p.prompts import PromptRecord
+from l2p.tensor_io import save_safetensors_atomic
+from shapes_world import detail_ratio, evaluate, make_scenes, prompt_for, validate, vocabulary
+from shapes_world.render import render_many
+from shapes_world.scene import TASKS, sample_scene
+
+from . import models
+from .config import HEAD_WIDTH_DIV, PIXEL_PATCH, REPO, RUNS, SEEDS, Budget, budget_dict, stage_key
+
+Tensor = torch.Tensor
+
+
+def balanced_scenes(n: int, seed: int, size: int) -> list:
+    """``n`` scenes cycling through GenEval's tasks (equal counts per task when n is a multiple of 6)."""
+    return [sample_scene(np.random.default_rng([seed, i]), task=TASKS[i % len(TASKS)], size=size) for i in range(n)]
+
+
+def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> list[tuple[float, dict]]:
+    """Run a command (argument list, no shell), tee its output to ``log``; JSON lines come back timestamped."""
+    events: list[tuple[float, dict]] = []
+    start = time.monotonic()
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                                env={**os.environ, **(env or {})})
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            if line.startswith("{"):
+                try:
+                    events.append((time.monotonic() - start, json.loads(line)))
+                except json.JSONDecodeError:
+                    pass
+        code = proc.wait()
+    if code != 0:
+        tail = "".join(log.read_text(encoding="utf-8").splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"{cmd[1:3]} exited with {code}; log {log}:\n{tail}")
+    return events
+
+
+class Pipeline:
+    def __init__(self, budget: Budget, cache_dir: Path, fresh: bool = False, only: set[str] | None = None):
+        self.b = budget
+        self.dir = cache_dir / budget.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cache = Cache(self.dir, fresh)
+        self.stages = Stages(self.cache)
+        self.fresh = fresh
+        self.report: dict[str, Any] = {"budget": budget_dict(budget)}
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def folder_stage(self, name: str, key: str, make) -> tuple[Path, dict[str, Any]]:
+        """A stage whose product is a folder: rerun when its cache entry or its folder is missing."""
+        folder = self.dir / f"{name}-{key}"
+        if not folder.is_dir():
+            (self.dir / f"{name}.safetensors").unlink(missing_ok=True)
+        for stale in self.dir.glob(f"{name}-*"):
+            if stale != folder and stale.is_dir():
+                shutil.rmtree(stale)
+
+        def build():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            return {}, make(folder)
+
+        _, info = self.stages.get(name, key, build)
+        return folder, info
+
+    # ------------------------------------------------------------------------------------------- stages
+    def world(self) -> None:
+        b = self.b
+        self.pool_scenes = make_scenes(b.pool, SEEDS["pool"], b.size)
+        self.eval_scenes = balanced_scenes(b.eval_prompts, SEEDS["eval"], b.size)
+        self.pool_prompts = [prompt_for(s) for s in self.pool_scenes]
+        self.eval_prompts = [prompt_for(s) for s in self.eval_scenes]
+        self.eval_seeds = [SEEDS["eval"] * 1000 + i for i in range(b.eval_prompts)]
+        self.world_key = stage_key("world", b)
+
+        def make():
+            pool = torch.from_numpy(render_many(self.pool_scenes))
+            gt = torch.from_numpy(render_many(self.eval_scenes))
+            info = {"validation": validate(b.validate, SEEDS["validate"], b.size),
+                    "gt_eval": evaluate(gt.numpy(), [s.spec for s in self.eval_scenes])}
+            return {"pool": pool, "eval": gt}, info
+
+        sd, info = self.stages.get("world", self.world_key, make)
+        self.pool_u8, self.eval_gt = sd["pool"], sd["eval"]
+        self.report["world"] = info
+
+    def vae(self) -> None:
+        b = self.b
+        self.vae_key = stage_key("vae", b, self.world_key)
+
+        def make():
+            pool = models.to_tensor(self.pool_u8)
+            vae, losses = models.train_vae(pool, b.vae_steps, b.vae_batch, b.vae_lr, b.kl_weight, SEEDS["vae"])
+            with torch.no_grad():
+                raw = torch.cat([vae.encode(pool[i:i + 256]).latent_dist.mean for i in range(0, len(pool), 256)])
+            models.bake_latent_norm(vae, raw)
+            return {k: v.contiguous() for k, v in vae.state_dict().items()}, {"loss": summary(losses)}
+
+        sd, info = self.stages.get("vae", self.vae_key, make)
+        self.vae_model = models.vae_from_state(sd)
+        self.vae_sd = sd
+        gt = models.to_tensor(self.eval_gt)
+        recon = models.decode(self.vae_model, models.encode(self.vae_model, gt))
+        recon_u8 = models.to_uint8(recon)
+        self.vae_recon = recon_u8
+        self.report["vae"] = {
+            **info, "psnr": psnr(recon, gt),
+            "score_recon": evaluate(recon_u8.numpy(), [s.spec for s in self.eval_scenes]),
+            "detail_recon": detail_ratio(recon_u8.numpy(), self.eval_gt.numpy()),
+            "params": sum(v.numel() for v in sd.values())}
+
+    def source(self) -> None:
+        b = self.b
+        self.source_key = stage_key("source", b, self.vae_key)
+
+        def make():
+            latents = models.encode(self.vae_model, models.to_tensor(self.pool_u8))
+            torch.manual_seed(SEEDS["source"])
+            source = models.new_source(b)
+            encoder = models.new_text_encoder(vocabulary(), b)
+            losses = models.train_source(source, encoder, latents, self.pool_prompts, b, SEEDS["source"])
+            sd = {f"dit.{k}": v.contiguous() for k, v in source.state_dict().items()}
+            sd.update({f"te.{k}": v.contiguous() for k, v in encoder.model.state_dict().items()})
+            return sd, {"loss": summary(losses), "te_meta": encoder.file_metadata()}
+
+        sd, info = self.stages.get("source", self.source_key, make)
+        self.source_sd = {k[4:]: v for k, v in sd.items() if k.startswith("dit.")}
+        self.source_model = models.new_source(b)
+        self.source_model.load_state_dict(self.source_sd)
+        self.source_model.eval()
+        from shapes_world.text_encoder import text_encoder_from_state
+
+        self.te_sd = {k[3:]: v for k, v in sd.items() if k.startswith("te.")}
+        self.te_meta = info["te_meta"]
+        self.encoder = text_encoder_from_state(self.te_sd, self.te_meta)
+        self.report["source"] = {"loss": info["loss"], "params": sum(v.numel() for v in self.source_sd.values()),
+                                 "te_params": sum(v.numel() for v in self.te_sd.values())}
+
+    def source_eval(self) -> None:
+        key = stage_key("sample", self.b, self.source_key, self.world_key)
+
+        def make():
+            images = models.sample_source(self.source_model, self.vae_model, self.encoder, self.eval_prompts,
+                                          self.eval_seeds, self.b)
+            return {"images": images}, self.scores(images)
+
+        sd, info = self.stages.get("source_eval", key, make)
+        self.source_images = sd["images"]
+        self.report["source_eval"] = info
+
+    def scores(self, images: Tensor) -> dict[str, Any]:
+        arr = images.numpy()
+        return {"geneval": evaluate(arr, [s.spec for s in self.eval_scenes]),
+                "detail": detail_ratio(arr, self.eval_gt.numpy())}
+
+    def files(self) -> None:
+        """The source, its VAE and text encoder as files (what ComfyUI and l2p.convert read)."""
+        self.files_dir = self.dir / "files"
+        self.files_dir.mkdir(exist_ok=True)
+        self.source_file = self.files_dir / "l2p-shapes-source.safetensors"
+        self.vae_file = self.files_dir / "l2p-shapes-vae.safetensors"
+        self.te_file = self.files_dir / "l2p-shapes-te.safetensors"
+        meta = {"bench.key": self.source_key}
+        for path, sd, extra in ((self.source_file, self.source_sd, {}), (self.vae_file, self.vae_sd, {}),
+                                (self.te_file, self.te_sd, self.te_meta)):
+            if self._file_key(path) != self.source_key:
+                save_safetensors_atomic(sd, str(path), metadata={**meta, **extra})
+
+    @staticmethod
+    def _file_key(path: Path) -> str | None:
+        if not path.is_file():
+            return None
+        import safetensors
+
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("bench.key")
+
+    def convert(self) -> None:
+        """The pack's conversion CLI on the source file, and a same-size model with a fresh init."""
+        key = stage_key("convert", self.b, self.source_key)
+
+        def make(folder: Path) -> dict[str, Any]:
+            out = folder / "l2p-converted.safetensors"
+            subprocess.run([sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out", str(out),
+                            "--patch", str(PIXEL_PATCH), "--init", "official", "--policy", "official",
+                            "--seed", str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)],
+                           check=True, cwd=REPO, capture_output=True)
+            save_safetensors_atomic(self.scratch_state(), str(folder / "scratch.safetensors"),
+                                    metadata={"l2p.policy": "official"})
+            return {}
+
+        self.convert_dir, _ = self.folder_stage("convert", key, make)
+        self.convert_key = key
+
+    def scratch_state(self) -> dict[str, Tensor]:
+        """The pixel model of the same size as the converted one, every weight at its default initialisation."""
+        from l2p.head import build_head
+        from l2p.pixel_dit import official_state_dict
+        from l2p.tiny import official_trunk
+
+        torch.manual_seed(SEEDS["scratch"])
+        b = self.b
+        trunk = official_trunk(b.dim, b.layers, 1, b.heads, b.cap_dim, PIXEL_PATCH)
+        head = build_head("1k", b.dim, width_div=HEAD_WIDTH_DIV)
+        return {k: v.contiguous() for k, v in official_state_dict(trunk, head).items()}
+
+    def data_syn(self) -> None:
+        from .comfy_dataset import render_dataset
+
+        b = self.b
+        key = stage_key("data", b, self.source_key, stage_key("sample", b))
+        scenes = make_scenes(b.data_prompts, SEEDS["syn"], b.size)
+        records = [PromptRecord(i, s.task, prompt_for(s), SEEDS["syn"] * 100_000 + i) for i, s in enumerate(scenes)]
+        files = {"diffusion_models": self.source_file, "vae": self.vae_file, "text_encoders": self.te_file}
+        self.syn_dir, info = self.folder_stage("data_syn", key,
+                                               lambda folder: render_dataset(records, files, folder, b))
+        self.syn_key = key
+        self.report["data_syn"] = info
+
+    def data_real(self) -> None:
+        b = self.b
+        key = stage_key("data", b, self.source_key, "real")
+
+        def make(folder: Path) -> dict[str, Any]:
+            from PIL import Image
+
+            scenes = make_scenes(b.data_items, SEEDS["real"], b.size)
+            images = render_many(scenes)
+            writer = DatasetWriter(str(folder))
+            for i, (scene, image) in enumerate(zip(scenes, images, strict=True)):
+                text = prompt_for(scene)
+                with torch.no_grad():
+                    cond = conditioning_file_bytes(self.encoder([text])[0])
+                writer.write(DatasetItem(index=i, text=text, seed=SEEDS["real"] * 100_000 + i, category=scene.task,
+                                         width=b.size, height=b.size), png_bytes(Image.fromarray(image)), cond)
+            return {"items": len(scenes)}
+
+        self.real_dir, info = self.folder_stage("data_real", key, make)
+        self.real_key = key
+        self.report["data_real"] = info
+
+    def train(self, run_name: str) -> tuple[Path, dict[str, Any], str]:
+        b, run = self.b, RUNS[run_name]
+        data_dir, data_key = (self.syn_dir, self.syn_key) if run.data == "syn" else (self.real_dir, self.real_key)
+        model = self.convert_dir / ("l2p-converted.safetensors" if run.start == "convert" else "scratch.safetensors")
+        key = stage_key("train", b, self.convert_key, data_key, extra=run)
+
+        def make(folder: Path) -> dict[str, Any]:
+            config = {"model": str(model), "dataset": str(data_dir), "output_dir": str(folder / "run"),
+                      "policy": run.policy, "steps": b.train_steps, "lr": b.train_lr, "batch_size": b.train_batch,
+                      "shift": b.shift, "fixed_noise": False, "mixed_precision": "no", "max_pixels": b.size * b.size,
+                      "checkpoint_every": b.eval_every, "checkpoints_total_limit": 0, "log_every": 10,
+                      "validate_every": 0, "seed": SEEDS["train"], "export_name": run_name}
+            cfg_path = folder / "config.toml"
+            cfg_path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()), encoding="utf-8")
+            events = run_logged([sys.executable, "training/launch.py", "--config", str(cfg_path)], folder / "log.txt",
+                                env={"OMP_NUM_THREADS": "2"})
+            log = [(t, e["step"], e["loss"]) for t, e in events if e.get("event") == "log"]
+            start = next((e for _, e in events if e.get("event") == "start"), {})
+            return {"log": log, "policy": start.get("policy", ""), "seconds_per_step": log[-1][0] / log[-1][1]
+                    if log else 0.0}
+
+        folder, info = self.folder_stage(f"train_{run_name}", key, make)
+        return folder, info, key
+
+    def evaluate_run(self, run_name: str) -> None:
+        """Score the run's model at step 0 and at every checkpoint (same prompts, seeds and sampler)."""
+        from training.checkpoint import checkpoints
+        from training.model import load_model, official_names
+
+        folder, train_info, train_key = self.train(run_name)
+        key = stage_key("sample", self.b, train_key, self.world_key)
+        run = RUNS[run_name]
+        base = self.convert_dir / ("l2p-converted.safetensors" if run.start == "convert" else "scratch.safetensors")
+
+        def make():
+            curve, last = [], None
+            for step, path in [(0, None), *checkpoints(str(folder / "run"))]:
+                loaded = load_model(str(base), run.policy)
+                if path is not None:
+                    import safetensors.torch
+
+                    trained = safetensors.torch.load_file(os.path.join(path, "trainable.safetensors"))
+                    names = official_names(loaded.model)
+                    params = {names[n]: p for n, p in loaded.model.named_parameters()}
+                    with torch.no_grad():
+                        for name, value in trained.items():
+                            params[name].copy_(value)
+                model = loaded.model.eval()
+                last = models.sample_pixels(model, self.encoder, self.eval_prompts, self.eval_seeds, self.b)
+                scores = self.scores(last)
+                curve.append({"step": step, **scores})
+                print(f"  {run_name} step {step}: GenEval {scores['geneval']['overall']:.3f}, detail "
+                      f"{scores['detail']:.2f}", flush=True)
+            return {"images": last}, {"curve": curve}
+
+        sd, info = self.stages.get(f"eval_{run_name}", key, make)
+        self.report.setdefault("runs", {})[run_name] = {**train_info, **info, "export": str(
+            folder / "run" / f"{run_name}.safetensors")}
+        self.run_images = getattr(self, "run_images", {})
+        self.run_images[run_name] = sd["images"]
+
+    # ------------------------------------------------------------------------------------------- all
+    def run_all(self) -> dict[str, Any]:
+        self.world()
+        self.vae()
+        self.source()
+        self.source_eval()
+        self.files()
+        self.convert()
+        self.data_syn()
+        self.data_real()
+        for name in self.b.runs:
+            self.evaluate_run(name)
+        self.report["seconds"] = self.stages.seconds
+        self.report["cached"] = self.stages.cached
+        return self.report
