@@ -10,6 +10,8 @@ import torch
 
 L2P_FOLDER = "l2p"
 SAFETENSORS = {".safetensors", ".sft"}
+# The demo model trained on the shapes world ships with the pack (a few MB): listed after the user's folders.
+SHIPPED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shapes_world", "models")
 
 
 def register_l2p_folder() -> None:
@@ -22,6 +24,10 @@ def register_l2p_folder() -> None:
         folder_paths.folder_names_and_paths[L2P_FOLDER] = (paths, set(SAFETENSORS))
     else:
         folder_paths.folder_names_and_paths[L2P_FOLDER] = ([default], set(SAFETENSORS))
+    for folder in (L2P_FOLDER, "text_encoders"):
+        shipped = os.path.join(SHIPPED_MODELS, folder)
+        if os.path.isdir(shipped) and shipped not in folder_paths.get_folder_paths(folder):
+            folder_paths.add_model_folder_path(folder, shipped)
 
 
 def checkpoint_names() -> list[str]:

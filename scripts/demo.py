@@ -1,8 +1,9 @@
 """Run an API-format ComfyUI workflow on a fresh headless ComfyUI with this pack loaded; collect the PNGs.
 
-With no arguments this is the README's main job: the shipped tiny-demo workflow on the embedded default
-model (a tiny L2P model and Qwen3 text encoder of the real architectures, rebuilt from their seed by
-``l2p.tiny.write_demo_models``), images written to demo_output/.
+With no arguments this is the README's main job: the shapes-world demo workflow (``workflows/l2p_shapes_demo``)
+on the embedded default model (an L2P model trained on this machine's replication world, and its text
+encoder, both in ``shapes_world/models``), a handful of prompts, each image scored by the world's procedural
+GenEval; images, ``scores.json`` and ``scores.md`` go to demo_output/.
 
     python -m scripts.demo
     python -m scripts.demo --workflow my_api.json --model l2p=/path/model.safetensors --out demo_output
@@ -11,11 +12,11 @@ model (a tiny L2P model and Qwen3 text encoder of the real architectures, rebuil
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import pathlib
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,34 +25,67 @@ from scripts.comfy_server import ComfyServer, ComfyServerError, PromptRejected
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "demo_output"
-DEFAULT_WORKFLOW = REPO / "workflows" / "api" / "l2p_tiny_demo.api.json"
+SHAPES_WORKFLOW = REPO / "workflows" / "api" / "l2p_shapes_demo.api.json"
+SHIPPED = REPO / "shapes_world" / "models"
+DEMO_L2P, DEMO_TE = "l2p-shapes-demo.safetensors", "l2p-shapes-te.safetensors"
+# One prompt per GenEval task of the world (shapes_world/prompts.py grammar).
+DEMO_PROMPTS = (
+    "a photo of a red circle on a plain background",
+    "a photo of a blue colored square on a striped background",
+    "a green triangle and a yellow circle on a plain background",
+    "three purple squares on a plain background",
+    "a red square to the left of a blue circle on a dotted background",
+    "a yellow colored triangle and a green colored square on a striped background",
+)
+IMAGES_PER_PROMPT = 4
 
 
-def embedded_models(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
-    """The embedded default model files, written into ``folder`` as models/<kind>/ entries."""
-    from l2p.tiny import write_demo_models
+def embedded_models() -> dict[str, list[pathlib.Path]]:
+    """The shipped default model and its text encoder, as models/<kind>/ entries."""
+    files = {"l2p": [SHIPPED / "l2p" / DEMO_L2P], "text_encoders": [SHIPPED / "text_encoders" / DEMO_TE]}
+    missing = [str(p) for ps in files.values() for p in ps if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the embedded model is missing ({missing[0]}): restore shapes_world/models from git, "
+                                "or rebuild it with python -m bench.replicate --ship")
+    return files
 
-    l2p_path, te_path = write_demo_models(str(folder))
-    return {"l2p": [pathlib.Path(l2p_path)], "text_encoders": [pathlib.Path(te_path)]}
+
+def prompt_graph(workflow: dict[str, Any], text: str, seed: int, batch: int, model: str = DEMO_L2P) -> dict[str, Any]:
+    """The demo workflow with its positive prompt, seed, batch size and model file set (found by node type)."""
+    graph = copy.deepcopy(workflow)
+    encoders = [n for n in graph.values() if n["class_type"] == "L2PDemoTextEncode"]
+    positive = next((n for n in encoders if n["inputs"].get("text")), None)
+    if positive is None:
+        raise ValueError("the demo workflow needs an L2PDemoTextEncode node with a non-empty prompt")
+    positive["inputs"]["text"] = text
+    for node in graph.values():
+        if node["class_type"] == "KSampler":
+            node["inputs"]["seed"] = seed
+        elif node["class_type"] == "L2PEmptyImage":
+            node["inputs"]["batch_size"] = batch
+        elif node["class_type"] == "L2PModelLoader":
+            node["inputs"]["ckpt_name"] = model
+    return graph
 
 
-def run_workflow(
-    api_workflow: dict[str, Any],
+def run_workflows(
+    graphs: Sequence[dict[str, Any]],
     out_dir: str | pathlib.Path,
     models: Mapping[str, Iterable[str | pathlib.Path]] | None = None,
     *,
     timeout: float = 1800.0,
     cpu: bool = True,
     link_models: bool = True,
-) -> list[pathlib.Path]:
-    """Start a server, place ``models`` ({models subfolder: files}), run the workflow, copy its PNGs to out_dir.
+) -> list[list[pathlib.Path]]:
+    """Start one server, place ``models`` ({models subfolder: files}), run each graph, copy its PNGs to out_dir.
 
     Models are symlinked by default (weights can be GBs); ``link_models=False`` copies them.
     Raises PromptRejected (validation), RuntimeError (a node raised; message has ComfyUI's exception text),
     TimeoutError or ComfyServerError (server died/hung; message has the log tail).
     """
-    if "nodes" in api_workflow and isinstance(api_workflow.get("nodes"), list):
-        raise ValueError("this is a UI-format workflow: export it with 'Export (API)' and pass that file")
+    for graph in graphs:
+        if "nodes" in graph and isinstance(graph.get("nodes"), list):
+            raise ValueError("this is a UI-format workflow: export it with 'Export (API)' and pass that file")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with ComfyServer(cpu=cpu) as server:
@@ -61,15 +95,64 @@ def run_workflow(
         for folder, files in (models or {}).items():
             for src in files:
                 server.add_model(pathlib.Path(src), folder, link=link_models)
-        result = server.run(api_workflow, timeout=timeout)
-        if not result.ok:
-            raise RuntimeError(f"workflow failed: {result.describe()}\n{server.log_tail(30)}")
-        copied: list[pathlib.Path] = []
-        for png in server.output_images(result):
-            dest = out / png.name
-            shutil.copy2(png, dest)
-            copied.append(dest)
+        copied: list[list[pathlib.Path]] = []
+        for graph in graphs:
+            result = server.run(graph, timeout=timeout)
+            if not result.ok:
+                raise RuntimeError(f"workflow failed: {result.describe()}\n{server.log_tail(30)}")
+            copied.append([])
+            for png in server.output_images(result):
+                dest = out / png.name
+                shutil.copy2(png, dest)
+                copied[-1].append(dest)
         return copied
+
+
+def run_workflow(api_workflow: dict[str, Any], out_dir: str | pathlib.Path,
+                 models: Mapping[str, Iterable[str | pathlib.Path]] | None = None, **kwargs) -> list[pathlib.Path]:
+    """One workflow on a fresh server (see ``run_workflows``)."""
+    return run_workflows([api_workflow], out_dir, models, **kwargs)[0]
+
+
+def score_demo(images: Sequence[Sequence[pathlib.Path]], prompts: Sequence[str]) -> dict[str, Any]:
+    """Each image checked against its prompt by the world's procedural GenEval."""
+    import numpy as np
+    from PIL import Image
+
+    from shapes_world import check, spec_from_prompt
+    from shapes_world.score import summarize
+
+    rows, correct, tasks = [], [], []
+    for prompt, paths in zip(prompts, images, strict=True):
+        spec = spec_from_prompt(prompt)
+        for path in paths:
+            result = check(np.asarray(Image.open(path).convert("RGB")), spec)
+            rows.append({"image": path.name, "prompt": prompt, "task": spec.task, "correct": result.correct,
+                         "reasons": list(result.reasons)})
+            correct.append(result.correct)
+            tasks.append(spec.task)
+    return {**summarize(correct, tasks), "images": rows}
+
+
+def write_scores(scores: dict[str, Any], out: pathlib.Path) -> None:
+    (out / "scores.json").write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
+    lines = ["# Demo scores (procedural GenEval of the shapes world)", "",
+             f"Overall (mean of per-task accuracy): **{scores['overall']:.3f}** over {scores['n']} images.", "",
+             "| image | prompt | correct | why |", "|---|---|---|---|"]
+    lines += [f"| {r['image']} | {r['prompt']} | {'yes' if r['correct'] else 'no'} | {'; '.join(r['reasons'])} |"
+              for r in scores["images"]]
+    (out / "scores.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_demo(out: pathlib.Path, models: Mapping[str, Iterable[pathlib.Path]] | None = None, *, seed: int = 42,
+             prompts: Sequence[str] = DEMO_PROMPTS, model: str = DEMO_L2P, **kwargs) -> dict[str, Any]:
+    """The README's main job; returns the scores (also written to ``out``). ``model``: the L2P file's name."""
+    workflow = json.loads(SHAPES_WORKFLOW.read_text())
+    graphs = [prompt_graph(workflow, p, seed + i, IMAGES_PER_PROMPT, model) for i, p in enumerate(prompts)]
+    images = run_workflows(graphs, out, models or embedded_models(), **kwargs)
+    scores = score_demo(images, prompts)
+    write_scores(scores, out)
+    return scores
 
 
 def _parse_models(specs: Sequence[str]) -> dict[str, list[pathlib.Path]]:
@@ -87,8 +170,8 @@ def _parse_models(specs: Sequence[str]) -> dict[str, list[pathlib.Path]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--workflow", type=pathlib.Path, default=DEFAULT_WORKFLOW,
-                        help="API-format workflow JSON (default: the tiny demo on the embedded model)")
+    parser.add_argument("--workflow", type=pathlib.Path, default=None,
+                        help="API-format workflow JSON (default: the scored shapes-world demo on the embedded model)")
     parser.add_argument(
         "--model",
         action="append",
@@ -104,28 +187,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--copy-models", action="store_true", help="copy model files instead of symlinking them")
     args = parser.parse_args(argv)
 
-    try:
-        workflow = json.loads(args.workflow.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        print(f"error: cannot read workflow {args.workflow}: {err}", file=sys.stderr)
-        return 2
-    tmp = tempfile.TemporaryDirectory(prefix="l2p_demo_models_")
-    models = _parse_models(args.model) if args.model else embedded_models(pathlib.Path(tmp.name))
     started = time.monotonic()
     try:
-        pngs = run_workflow(
-            workflow,
-            args.out,
-            models,
-            timeout=args.timeout,
-            cpu=not args.gpu,
-            link_models=not args.copy_models,
-        )
-    except (PromptRejected, ComfyServerError, RuntimeError, TimeoutError) as err:
+        if args.workflow is None:
+            scores = run_demo(args.out, _parse_models(args.model) if args.model else None, timeout=args.timeout,
+                              cpu=not args.gpu, link_models=not args.copy_models)
+            for row in scores["images"]:
+                print(f"{row['image']}: {'correct' if row['correct'] else 'wrong'} - {row['prompt']}")
+            print(f"procedural GenEval {scores['overall']:.3f} over {scores['n']} images; scores.json and scores.md "
+                  f"in {args.out} ({time.monotonic() - started:.0f} s including ComfyUI start-up)")
+            return 0
+        workflow = json.loads(args.workflow.read_text())
+        pngs = run_workflow(workflow, args.out, _parse_models(args.model), timeout=args.timeout, cpu=not args.gpu,
+                            link_models=not args.copy_models)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, json.JSONDecodeError) as err:
+        print(f"error: cannot read the workflow: {err}", file=sys.stderr)
+        return 2
+    except (PromptRejected, ComfyServerError, RuntimeError, TimeoutError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    finally:
-        tmp.cleanup()
     for png in pngs:
         print(png)
     print(f"{len(pngs)} image(s) in {args.out} ({time.monotonic() - started:.0f} s including ComfyUI start-up)")

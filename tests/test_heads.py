@@ -411,3 +411,31 @@ def test_auto_tile_size_is_monotonic_and_0_when_everything_fits(variant):
                     or tiled_memory_bytes(variant, height, width, 1, 2, tile + grid) > free)
         previous = size
     assert auto_tile_size(variant, height, width, 1, 1, 2) == grid  # nothing fits: the smallest tile
+
+
+@pytest.mark.parametrize("variant", list(HEAD_VARIANTS))
+def test_narrow_heads_keep_keys_and_are_detected_from_shapes(variant):
+    """A width_div head (the CPU replication world's) has the official keys at 1/div of the widths."""
+    from l2p.head import head_width_div
+
+    official = build_head(variant, 32, device="meta")
+    narrow = build_head(variant, 32, device="meta", width_div=4)
+    assert list(narrow.state_dict()) == list(official.state_dict())
+    assert narrow.bottleneck[0].out_channels == 128
+    shapes = {f"local_decoder.{k}": v for k, v in narrow.state_dict().items()}
+    assert head_width_div(shapes) == 4
+    assert head_width_div({f"local_decoder.{k}": v for k, v in official.state_dict().items()}) == 1
+    with pytest.raises(ValueError, match="does not divide"):
+        build_head(variant, 32, device="meta", width_div=3)
+
+
+def test_narrow_1k_head_runs_and_infer_config_reads_its_width():
+    from l2p.layouts import infer_config
+    from l2p.pixel_dit import official_state_dict
+    from l2p.tiny import TINY_L2P, official_trunk
+
+    head = build_head("1k", TINY_L2P["dim"], width_div=4)
+    out = head(torch.randn(1, 3, 32, 48), torch.randn(1, TINY_L2P["dim"], 2, 3))
+    assert out.shape == (1, 3, 32, 48)
+    sd = official_state_dict(official_trunk(**TINY_L2P, device="meta"), head.to("meta"))
+    assert infer_config(sd).head_width_div == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,46 @@ def curve_with_seconds(run: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**p, "seconds": float(np.interp(p["step"], steps, secs))} for p in run["curve"]]
 
 
+def score_at(run: dict[str, Any], seconds: float) -> float:
+    """A run's GenEval interpolated at a training wall time (its last score beyond its end)."""
+    pts = curve_with_seconds(run)
+    return float(np.interp(seconds, [p["seconds"] for p in pts], [p["geneval"]["overall"] for p in pts]))
+
+
+def findings(report: dict[str, Any]) -> list[str]:
+    """The paper's claims, each as the comparison this run measured (sentences built from the numbers)."""
+    runs = report.get("runs", {})
+    if not {"l2p_paper_syn", "l2p_official_syn", "l2p_paper_real", "scratch_syn"} <= set(runs):
+        return []
+    src = report["source_eval"]["geneval"]["overall"]
+    paper, official, real, scratch = (runs[k] for k in ("l2p_paper_syn", "l2p_official_syn", "l2p_paper_real",
+                                                         "scratch_syn"))
+    g = {k: final(v)["geneval"]["overall"] for k, v in runs.items()}
+    t_paper = curve_with_seconds(paper)[-1]["seconds"]
+    found = re.search(r"\(([\d.]+%)\)", paper["policy"])
+    share = found.group(1) if found else "?"
+    out = ["", "## What this run shows", "",
+           f"- **Prompt following kept.** The source scores {src:.3f}; L2P (paper policy, synthetic data) "
+           f"{g['l2p_paper_syn']:.3f} = {g['l2p_paper_syn'] / src if src else float('nan'):.2f}x, with the "
+           f"official policy {g['l2p_official_syn']:.3f} = {g['l2p_official_syn'] / src if src else float('nan'):.2f}x "
+           "(paper: 0.93x on GenEval).",
+           f"- **Equal compute.** After {t_paper:.0f} s of training (the paper-policy run's whole budget), L2P "
+           f"scores {g['l2p_paper_syn']:.3f}; the same-size pixel DiT trained from scratch on the same data scores "
+           f"{score_at(scratch, t_paper):.3f} at the same wall time and {g['scratch_syn']:.3f} after its whole "
+           f"budget ({curve_with_seconds(scratch)[-1]['seconds']:.0f} s).",
+           f"- **Synthetic vs rendered data** (paper policy, same steps): {g['l2p_paper_syn']:.3f} on the source's "
+           f"own images vs {g['l2p_paper_real']:.3f} on ground-truth renders of other prompts (detail "
+           f"{final(paper)['detail']:.2f} vs {final(real)['detail']:.2f}).",
+           f"- **Frozen middle vs full.** Paper policy (middle blocks frozen; {share} of the "
+           f"parameters trained) {g['l2p_paper_syn']:.3f} at {paper['seconds_per_step']:.2f} s/step; official "
+           f"policy, which at this depth ({report['budget']['layers']} blocks < 11) freezes nothing, i.e. a full "
+           f"fine-tune: {g['l2p_official_syn']:.3f} at {official['seconds_per_step']:.2f} s/step.",
+           f"- **Fine detail.** High-frequency energy relative to the ground truth: VAE reconstructions "
+           f"{report['vae']['detail_recon']:.2f}, source samples {report['source_eval']['detail']:.2f}, L2P "
+           f"{final(paper)['detail']:.2f} (paper policy) / {final(official)['detail']:.2f} (official)."]
+    return out
+
+
 def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
     b, runs = report["budget"], report.get("runs", {})
     v = report["world"]["validation"]
@@ -171,6 +212,7 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
         ratio = final(runs[best])["geneval"]["overall"] / src["overall"] if src["overall"] else float("nan")
         lines += ["", f"**L2P / source GenEval ratio: {ratio:.2f}** ({SHORT[best]}; the paper reports 0.93 for "
                       "Z-Image)."]
+    lines += findings(report)
     lines += ["", "## Convergence at equal compute", "",
               "GenEval at each evaluated checkpoint; seconds are the trainer's wall time (2 CPU cores).", "",
               "| run | " + " | ".join(f"step {p['step']}" for p in next(iter(runs.values()))["curve"]) + " | s/step |"
@@ -214,8 +256,8 @@ def ship(pipeline, report: dict[str, Any], dest: Path = SHIPPED) -> str:
     sd = safetensors.torch.load_file(src)
     meta.update({"l2p.shapes_world.run": name,
                  "l2p.shapes_world.geneval": f"{final(report['runs'][name])['geneval']['overall']:.4f}"})
-    dest.mkdir(parents=True, exist_ok=True)
-    save_safetensors_atomic(sd, str(dest / DEMO_L2P), metadata=meta, dtype=torch.float16)
-    save_safetensors_atomic(pipeline.te_sd, str(dest / DEMO_TE), metadata=pipeline.te_meta, dtype=torch.float16)
-    sizes = {p.name: p.stat().st_size / 2**20 for p in (dest / DEMO_L2P, dest / DEMO_TE)}
+    files = (dest / "l2p" / DEMO_L2P, dest / "text_encoders" / DEMO_TE)
+    save_safetensors_atomic(sd, str(files[0]), metadata=meta, dtype=torch.float16)
+    save_safetensors_atomic(pipeline.te_sd, str(files[1]), metadata=pipeline.te_meta, dtype=torch.float16)
+    sizes = {p.name: p.stat().st_size / 2**20 for p in files}
     return f"shipped {name}: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in sizes.items())

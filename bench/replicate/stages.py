@@ -41,12 +41,25 @@ def balanced_scenes(n: int, seed: int, size: int) -> list:
     return [sample_scene(np.random.default_rng([seed, i]), task=TASKS[i % len(TASKS)], size=size) for i in range(n)]
 
 
+def scratch_l2p_state(budget: Budget, seed: int) -> dict[str, Tensor]:
+    """An L2P model of the replication's size with every weight at its default init (official layout)."""
+    from l2p.head import build_head
+    from l2p.pixel_dit import official_state_dict
+    from l2p.tiny import official_trunk
+
+    torch.manual_seed(seed)
+    trunk = official_trunk(budget.dim, budget.layers, 1, budget.heads, budget.cap_dim, PIXEL_PATCH)
+    head = build_head("1k", budget.dim, width_div=HEAD_WIDTH_DIV)
+    return {k: v.contiguous() for k, v in official_state_dict(trunk, head).items()}
+
+
 def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> list[tuple[float, dict]]:
-    """Run a command (argument list, no shell), tee its output to ``log``; JSON lines come back timestamped."""
+    """Run a command (argument list, no shell); its stdout JSON lines come back timestamped, everything
+    (stderr's progress bars too) goes to ``log``."""
     events: list[tuple[float, dict]] = []
     start = time.monotonic()
     with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, text=True, cwd=REPO,
                                 env={**os.environ, **(env or {})})
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -214,24 +227,12 @@ class Pipeline:
                             "--patch", str(PIXEL_PATCH), "--init", "official", "--policy", "official",
                             "--seed", str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)],
                            check=True, cwd=REPO, capture_output=True)
-            save_safetensors_atomic(self.scratch_state(), str(folder / "scratch.safetensors"),
+            save_safetensors_atomic(scratch_l2p_state(self.b, SEEDS["scratch"]), str(folder / "scratch.safetensors"),
                                     metadata={"l2p.policy": "official"})
             return {}
 
         self.convert_dir, _ = self.folder_stage("convert", key, make)
         self.convert_key = key
-
-    def scratch_state(self) -> dict[str, Tensor]:
-        """The pixel model of the same size as the converted one, every weight at its default initialisation."""
-        from l2p.head import build_head
-        from l2p.pixel_dit import official_state_dict
-        from l2p.tiny import official_trunk
-
-        torch.manual_seed(SEEDS["scratch"])
-        b = self.b
-        trunk = official_trunk(b.dim, b.layers, 1, b.heads, b.cap_dim, PIXEL_PATCH)
-        head = build_head("1k", b.dim, width_div=HEAD_WIDTH_DIV)
-        return {k: v.contiguous() for k, v in official_state_dict(trunk, head).items()}
 
     def data_syn(self) -> None:
         from .comfy_dataset import render_dataset
@@ -284,10 +285,11 @@ class Pipeline:
             cfg_path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()), encoding="utf-8")
             events = run_logged([sys.executable, "training/launch.py", "--config", str(cfg_path)], folder / "log.txt",
                                 env={"OMP_NUM_THREADS": "2"})
-            log = [(t, e["step"], e["loss"]) for t, e in events if e.get("event") == "log"]
-            start = next((e for _, e in events if e.get("event") == "start"), {})
-            return {"log": log, "policy": start.get("policy", ""), "seconds_per_step": log[-1][0] / log[-1][1]
-                    if log else 0.0}
+            t0, start = next(((t, e) for t, e in events if e.get("event") == "start"), (0.0, {}))
+            log = [(t - t0, e["step"], e["loss"]) for t, e in events if e.get("event") == "log"]
+            if not log or log[-1][1] != b.train_steps:
+                raise RuntimeError(f"{run_name}: the trainer's log ends before step {b.train_steps}; see {folder}")
+            return {"log": log, "policy": start.get("policy", ""), "seconds_per_step": log[-1][0] / log[-1][1]}
 
         folder, info = self.folder_stage(f"train_{run_name}", key, make)
         return folder, info, key

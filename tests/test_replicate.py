@@ -1,0 +1,120 @@
+"""The shapes-world replication (bench/replicate) at toy budgets, and the demo nodes it relies on.
+
+The smoke run goes through every stage of the real pipeline: VAE and source training, sampling and
+scoring, the pack's conversion CLI, the synthetic dataset rendered by the source through a real headless
+ComfyUI (its own server), the rendered dataset, four training runs with training/launch.py, checkpoint
+evaluation and the report. Its numbers mean nothing at these budgets; that every stage runs does.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+
+from bench.replicate.config import RUNS, SMOKE
+from bench.replicate.models import bake_latent_norm, new_vae
+from l2p.dataset import read_metadata
+from l2p.tensor_io import save_safetensors_atomic
+from shapes_world.text_encoder import load_text_encoder
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> pathlib.Path:
+    cache = tmp_path_factory.mktemp("replicate")
+    proc = subprocess.run([sys.executable, "-m", "bench.replicate", "--smoke", "--cache", str(cache)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return cache / SMOKE.name
+
+
+def test_smoke_pipeline_runs_every_stage(smoke):
+    report = json.loads((smoke / "results" / "report.json").read_text())
+    stages = {"world", "vae", "source", "source_eval", "convert", "data_syn", "data_real"}
+    stages |= {f"{kind}_{run}" for run in RUNS for kind in ("train", "eval")}
+    assert stages <= set(report["seconds"])
+    assert report["data_syn"]["items"] == SMOKE.data_items
+    for run in RUNS:
+        steps = [p["step"] for p in report["runs"][run]["curve"]]
+        assert steps == list(range(0, SMOKE.train_steps + 1, SMOKE.eval_every)), run
+        assert 0.0 <= report["runs"][run]["curve"][-1]["geneval"]["overall"] <= 1.0
+        assert pathlib.Path(report["runs"][run]["export"]).is_file()
+    text = (smoke / "results" / "RESULTS.md").read_text()
+    assert "L2P / source GenEval ratio" in text and "Stage timings" in text
+    grid = Image.open(smoke / "results" / "grid.png")
+    assert grid.width > 7 * SMOKE.size  # ground truth, VAE, source and four runs
+
+
+def test_synthetic_dataset_conditioning_is_the_text_encoder_output(smoke):
+    """L2PDemoTextEncode inside ComfyUI wrote each item's conditioning: it equals the plain-torch encoder's."""
+    encoder = load_text_encoder(str(smoke / "files" / "l2p-shapes-te.safetensors"))
+    (folder,) = smoke.glob("data_syn-*")
+    rows = read_metadata(str(folder))
+    assert len(rows) == SMOKE.data_items
+    for row in rows.values():
+        stored = safetensors.torch.load_file(str(folder / row["conditioning"]))["cap_feats"]
+        with torch.no_grad():
+            expected = encoder([row["text"]])[0]
+        assert stored.shape == expected.shape
+        torch.testing.assert_close(stored, expected, atol=1e-5, rtol=1e-5)
+        image = np.asarray(Image.open(folder / row["file_name"]))
+        assert image.shape == (SMOKE.size, SMOKE.size, 3)
+
+
+def test_demo_vae_loader_decodes_like_diffusers(comfy_server, tmp_path):
+    """ComfyUI's own AutoencoderKL, built by L2PDemoVAELoader from a narrow diffusers VAE, decodes the same."""
+    torch.manual_seed(0)
+    vae = new_vae().eval()
+    with torch.no_grad():
+        raw = vae.encode(torch.rand(4, 3, 64, 64) * 2 - 1).latent_dist.mean
+    bake_latent_norm(vae, raw)
+    save_safetensors_atomic(dict(vae.state_dict()), str(comfy_server.models_dir / "vae" / "shapes-vae.safetensors"))
+    z = torch.randn(1, 16, 8, 8) * 2.77 + 0.1159
+    safetensors.torch.save_file({"latent_tensor": z, "latent_format_version_0": torch.tensor([])},
+                                str(comfy_server.input_dir / "test-shapes.latent"))
+    graph = {
+        "1": {"class_type": "LoadLatent", "inputs": {"latent": "test-shapes.latent"}},
+        "2": {"class_type": "L2PDemoVAELoader", "inputs": {"vae_name": "shapes-vae.safetensors"}},
+        "3": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0], "vae": ["2", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "shapes_vae"}},
+    }
+    result = comfy_server.run(graph, timeout=120)
+    assert result.ok, result.describe()
+    (png,) = comfy_server.output_images(result)
+    with torch.no_grad():
+        want = ((vae.decode(z).sample.clamp(-1, 1) + 1) * 127.5)[0].permute(1, 2, 0).numpy()
+    got = np.asarray(Image.open(png)).astype(np.float32)
+    assert np.abs(got - want).max() <= 1.5
+
+
+def test_demo_nodes_refuse_wrong_files_in_one_line(comfy_server):
+    sd = {"decoder.conv_in.weight": torch.zeros(1)}
+    save_safetensors_atomic(sd, str(comfy_server.models_dir / "vae" / "not-a-vae.safetensors"))
+    save_safetensors_atomic(sd, str(comfy_server.models_dir / "text_encoders" / "not-a-te.safetensors"))
+    for graph, needle in (
+        ({"1": {"class_type": "L2PDemoVAELoader", "inputs": {"vae_name": "not-a-vae.safetensors"}},
+          "2": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 0]}},
+          "3": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+          "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}, "not a diffusers AutoencoderKL"),
+        ({"1": {"class_type": "L2PDemoTextEncode", "inputs": {"text_encoder": "not-a-te.safetensors", "text": "x"}},
+          "2": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["1", 0]}},
+          "3": {"class_type": "L2PDatasetWriter", "inputs": {"images": ["4", 0], "prompt": "x", "seed": 0,
+                                                             "index": 0, "folder": "refuse_test",
+                                                             "conditioning": ["2", 0]}},
+          "4": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": 0}}},
+         "not a shapes-world demo text encoder"),
+    ):
+        result = comfy_server.run(graph, timeout=60)
+        assert not result.ok
+        message = result.error_message or ""
+        assert needle in message and "\n" not in message.strip(), message
+    assert comfy_server.running
