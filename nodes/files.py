@@ -26,7 +26,7 @@ def register_l2p_folder() -> None:
         folder_paths.folder_names_and_paths[L2P_FOLDER] = ([default], set(SAFETENSORS))
     for folder in (L2P_FOLDER, "text_encoders"):
         shipped = os.path.join(SHIPPED_MODELS, folder)
-        if os.path.isdir(shipped) and shipped not in folder_paths.get_folder_paths(folder):
+        if shipped not in folder_paths.get_folder_paths(folder):
             folder_paths.add_model_folder_path(folder, shipped)
 
 

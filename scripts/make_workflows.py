@@ -236,7 +236,7 @@ WORKFLOWS: dict[str, list[Node]] = {
         vae=Node(3, "VAELoader", {"vae_name": "ae.safetensors"}, title="Source VAE", pos=(20, 420)),
         steps=8, cfg=1.0, size=1024, count=10000, folder="l2p_dataset"),
     "l2p_shapes_demo": text_to_image(
-        prompts=shapes_prompts(SHAPES_PROMPT), model=l2p_loader(SHAPES_L2P), steps=20, cfg=3.0, shift=3.0,
+        prompts=shapes_prompts(SHAPES_PROMPT), model=l2p_loader(SHAPES_L2P), steps=20, cfg=3.0, shift=1.0,
         width=64, height=64, batch=4, seed=42, prefix="L2P/shapes_demo"),
     "l2p_shapes_dataset": make_dataset(
         model=Node(1, "L2PSourceModelLoader", {"source": SHAPES_SOURCE, "weight_dtype": "default"},
@@ -244,7 +244,7 @@ WORKFLOWS: dict[str, list[Node]] = {
         encoders=shapes_prompts("", positive=5, negative=6, text_link=(4, 0)),
         vae=Node(3, "L2PDemoVAELoader", {"vae_name": SHAPES_VAE}, title="Shapes-world VAE", pos=(20, 420)),
         steps=20, cfg=3.0, size=64, count=512, folder="shapes_dataset", batch=4, prompts="shapes_prompts.jsonl",
-        images_per_prompt=1),
+        images_per_prompt=1, shift=1.0),
 }
 
 

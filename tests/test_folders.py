@@ -21,7 +21,9 @@ def test_l2p_folder_keeps_user_paths_and_lists_only_safetensors(tmp_path):
     files.register_l2p_folder()
     files.register_l2p_folder()  # idempotent
     paths, exts = folder_paths.folder_names_and_paths["l2p"]
-    assert paths == [str(user_dir), os.path.join(folder_paths.models_dir, "l2p")]
+    shipped = os.path.join(files.SHIPPED_MODELS, "l2p")  # the trained shapes-world demo model, listed last
+    assert paths == [str(user_dir), os.path.join(folder_paths.models_dir, "l2p"), shipped]
+    assert folder_paths.get_folder_paths("text_encoders")[-1] == os.path.join(files.SHIPPED_MODELS, "text_encoders")
     assert exts == {".safetensors", ".sft"}
     assert "mine.safetensors" in files.checkpoint_names()
     assert "pickled.ckpt" not in files.checkpoint_names()

@@ -128,10 +128,12 @@ def source_velocity(source: nn.Module, z: Tensor, sigma: Tensor, caps: list[Tens
 
 def train_source(source: nn.Module, encoder: ShapesTextEncoder, latents: Tensor, prompts: list[str], budget: Budget,
                  seed: int) -> list[float]:
-    """Flow matching on the VAE latents, text encoder trained jointly; sigma from Z-Image's shifted grid."""
+    """Flow matching on the VAE latents, text encoder trained jointly; sigma ~ U(0, 1) shifted by
+    ``budget.shift``; returns the per-step losses and leaves the EMA weights in both models."""
     from l2p.schedule import shift_sigma
 
     params = list(source.parameters()) + list(encoder.parameters())
+    ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=budget.source_lr, weight_decay=0.01)
     warmup = max(1, budget.source_steps // 25)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
@@ -155,6 +157,13 @@ def train_source(source: nn.Module, encoder: ShapesTextEncoder, latents: Tensor,
         opt.step()
         sched.step()
         losses.append(loss.item())
+        decay = min(budget.source_ema, (1 + len(losses)) / (10 + len(losses)))
+        with torch.no_grad():
+            for e, p in zip(ema, params, strict=True):
+                e.lerp_(p, 1 - decay)
+    with torch.no_grad():
+        for e, p in zip(ema, params, strict=True):
+            p.copy_(e)
     source.eval()
     encoder.eval()
     return losses
