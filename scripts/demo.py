@@ -1,11 +1,14 @@
 """Run an API-format ComfyUI workflow on a fresh headless ComfyUI with this pack loaded; collect the PNGs.
 
-With no arguments this is the README's main job: the shapes-world demo workflow (``workflows/l2p_shapes_demo``)
-on the embedded default model (an L2P model trained on this machine's replication world, and its text
-encoder, both in ``shapes_world/models``), a handful of prompts, each image scored by the world's procedural
-GenEval; images, ``scores.json`` and ``scores.md`` go to demo_output/.
+With no arguments this is the README's main job: the shipped tiny-demo workflow on the embedded default
+model (a tiny L2P model and Qwen3 text encoder of the real architectures, rebuilt from their seed by
+``l2p.tiny.write_demo_models``), images written to demo_output/. ``--shapes`` runs the shapes-world demo
+(``workflows/l2p_shapes_demo``) on the model trained by ``python -m bench.replicate --ship`` in
+``shapes_world/models``: a handful of prompts, each image scored by the world's procedural GenEval
+(``scores.json``, ``scores.md``).
 
     python -m scripts.demo
+    python -m scripts.demo --shapes
     python -m scripts.demo --workflow my_api.json --model l2p=/path/model.safetensors --out demo_output
 """
 
@@ -17,6 +20,7 @@ import json
 import pathlib
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -25,6 +29,7 @@ from scripts.comfy_server import ComfyServer, ComfyServerError, PromptRejected
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "demo_output"
+DEFAULT_WORKFLOW = REPO / "workflows" / "api" / "l2p_tiny_demo.api.json"
 SHAPES_WORKFLOW = REPO / "workflows" / "api" / "l2p_shapes_demo.api.json"
 SHIPPED = REPO / "shapes_world" / "models"
 DEMO_L2P, DEMO_TE = "l2p-shapes-demo.safetensors", "l2p-shapes-te.safetensors"
@@ -40,8 +45,16 @@ DEMO_PROMPTS = (
 IMAGES_PER_PROMPT = 4
 
 
-def embedded_models() -> dict[str, list[pathlib.Path]]:
-    """The shipped default model and its text encoder, as models/<kind>/ entries."""
+def tiny_models(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+    """The embedded default model files, written into ``folder`` as models/<kind>/ entries."""
+    from l2p.tiny import write_demo_models
+
+    l2p_path, te_path = write_demo_models(str(folder))
+    return {"l2p": [pathlib.Path(l2p_path)], "text_encoders": [pathlib.Path(te_path)]}
+
+
+def shapes_models() -> dict[str, list[pathlib.Path]]:
+    """The shapes world's trained model and its text encoder, as models/<kind>/ entries."""
     files = {"l2p": [SHIPPED / "l2p" / DEMO_L2P], "text_encoders": [SHIPPED / "text_encoders" / DEMO_TE]}
     missing = [str(p) for ps in files.values() for p in ps if not p.is_file()]
     if missing:
@@ -149,7 +162,7 @@ def run_demo(out: pathlib.Path, models: Mapping[str, Iterable[pathlib.Path]] | N
     """The README's main job; returns the scores (also written to ``out``). ``model``: the L2P file's name."""
     workflow = json.loads(SHAPES_WORKFLOW.read_text())
     graphs = [prompt_graph(workflow, p, seed + i, IMAGES_PER_PROMPT, model) for i, p in enumerate(prompts)]
-    images = run_workflows(graphs, out, models or embedded_models(), **kwargs)
+    images = run_workflows(graphs, out, models or shapes_models(), **kwargs)
     scores = score_demo(images, prompts)
     write_scores(scores, out)
     return scores
@@ -170,8 +183,10 @@ def _parse_models(specs: Sequence[str]) -> dict[str, list[pathlib.Path]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--workflow", type=pathlib.Path, default=None,
-                        help="API-format workflow JSON (default: the scored shapes-world demo on the embedded model)")
+    parser.add_argument("--workflow", type=pathlib.Path, default=DEFAULT_WORKFLOW,
+                        help="API-format workflow JSON (default: the tiny demo on the embedded model)")
+    parser.add_argument("--shapes", action="store_true",
+                        help="the scored shapes-world demo on the model in shapes_world/models")
     parser.add_argument(
         "--model",
         action="append",
@@ -189,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
-        if args.workflow is None:
+        if args.shapes:
             scores = run_demo(args.out, _parse_models(args.model) if args.model else None, timeout=args.timeout,
                               cpu=not args.gpu, link_models=not args.copy_models)
             for row in scores["images"]:
@@ -198,8 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"in {args.out} ({time.monotonic() - started:.0f} s including ComfyUI start-up)")
             return 0
         workflow = json.loads(args.workflow.read_text())
-        pngs = run_workflow(workflow, args.out, _parse_models(args.model), timeout=args.timeout, cpu=not args.gpu,
-                            link_models=not args.copy_models)
+        tmp = tempfile.TemporaryDirectory(prefix="l2p_demo_models_")
+        models = _parse_models(args.model) if args.model else tiny_models(pathlib.Path(tmp.name))
+        try:
+            pngs = run_workflow(workflow, args.out, models, timeout=args.timeout, cpu=not args.gpu,
+                                link_models=not args.copy_models)
+        finally:
+            tmp.cleanup()
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

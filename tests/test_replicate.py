@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from bench.replicate.config import RUNS, SMOKE
+from bench.replicate.config import SMOKE
 from bench.replicate.models import bake_latent_norm, new_vae
 from l2p.dataset import read_metadata
 from l2p.tensor_io import save_safetensors_atomic
@@ -40,10 +40,10 @@ def smoke(tmp_path_factory) -> pathlib.Path:
 def test_smoke_pipeline_runs_every_stage(smoke):
     report = json.loads((smoke / "results" / "report.json").read_text())
     stages = {"world", "vae", "source", "source_eval", "convert", "data_syn", "data_real"}
-    stages |= {f"{kind}_{run}" for run in RUNS for kind in ("train", "eval")}
+    stages |= {f"{kind}_{run}" for run in SMOKE.runs for kind in ("train", "eval")}
     assert stages <= set(report["seconds"])
     assert report["data_syn"]["items"] == SMOKE.data_items
-    for run in RUNS:
+    for run in SMOKE.runs:
         steps = [p["step"] for p in report["runs"][run]["curve"]]
         assert steps == list(range(0, SMOKE.train_steps + 1, SMOKE.eval_every)), run
         assert 0.0 <= report["runs"][run]["curve"][-1]["geneval"]["overall"] <= 1.0

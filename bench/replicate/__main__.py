@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 from .config import CACHE, FULL, SMOKE
 from .stages import Pipeline
@@ -22,13 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="rerun every stage (ignore the cache)")
     ap.add_argument("--ship", action="store_true", help="copy the best model + text encoder to shapes_world/models")
     ap.add_argument("--cache", default=str(CACHE), help="cache folder (default: %(default)s)")
+    ap.add_argument("--runs", help="comma-separated subset of the training runs (default: all)")
     args = ap.parse_args(argv)
     from pathlib import Path
 
     from .report import ship, write_report
 
     start = time.perf_counter()
-    pipeline = Pipeline(SMOKE if args.smoke else FULL, Path(args.cache), fresh=args.fresh)
+    budget = SMOKE if args.smoke else FULL
+    if args.runs:
+        unknown = set(args.runs.split(",")) - set(budget.runs)
+        if unknown:
+            ap.error(f"unknown run {sorted(unknown)[0]!r}: pick from {', '.join(budget.runs)}")
+        budget = replace(budget, runs=tuple(r for r in budget.runs if r in args.runs.split(",")))
+    pipeline = Pipeline(budget, Path(args.cache), fresh=args.fresh)
     report = pipeline.run_all()
     report["total_seconds"] = time.perf_counter() - start
     out = write_report(pipeline, report, smoke=args.smoke)

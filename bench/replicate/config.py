@@ -36,6 +36,8 @@ class Run:
     start: str  # "convert" (the source converted by l2p.convert) or "scratch" (fresh init, same size)
     policy: str  # l2p.policies name
     data: str  # "syn" (the source's own images, rendered through ComfyUI) or "real" (ground-truth renders)
+    steps: int = 0  # 0: the budget's train_steps
+    eval_every: int = 0  # 0: the budget's eval_every
 
 
 RUNS = {
@@ -43,6 +45,8 @@ RUNS = {
     "l2p_official_syn": Run("convert", "official", "syn"),
     "l2p_paper_real": Run("convert", "paper", "real"),
     "scratch_syn": Run("scratch", "official", "syn"),
+    # the shipped demo model: the paper-policy run trained 4x longer
+    "l2p_demo": Run("convert", "paper", "syn", steps=2400, eval_every=1200),
 }
 
 
@@ -81,8 +85,9 @@ class Budget:
     # L2P training (training/launch.py)
     train_steps: int = 600
     train_batch: int = 16
-    train_lr: float = 2e-4
-    eval_every: int = 150
+    train_lr: float = 1e-3  # at 2e-4 the new embedder and head were still noise after 600 steps
+    train_warmup: int = 50
+    eval_every: int = 200
     runs: tuple[str, ...] = tuple(RUNS)
     timeouts: dict = field(default_factory=lambda: {"dataset": 3600.0})
 
@@ -94,7 +99,8 @@ class Budget:
 FULL = Budget()
 SMOKE = Budget(name="smoke", layers=2, pool=64, eval_prompts=12, validate=60, vae_steps=3, vae_batch=4,
                source_steps=3, source_batch=4, sample_steps=2, data_prompts=4, images_per_prompt=2, train_steps=2,
-               train_batch=2, eval_every=1)
+               train_batch=2, train_warmup=1, eval_every=1, runs=("l2p_paper_syn", "l2p_official_syn", "l2p_paper_real",
+                                                                  "scratch_syn"))
 
 STAGE_FIELDS = {
     "world": ("size", "pool", "eval_prompts", "validate"),
@@ -103,7 +109,7 @@ STAGE_FIELDS = {
                "caption_dropout", "shift"),
     "sample": ("sample_steps", "cfg", "shift"),
     "data": ("data_prompts", "images_per_prompt"),
-    "train": ("train_steps", "train_batch", "train_lr", "eval_every", "shift"),
+    "train": ("train_steps", "train_batch", "train_lr", "train_warmup", "eval_every", "shift"),
 }
 
 

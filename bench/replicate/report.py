@@ -18,9 +18,10 @@ LABELS = {
     "l2p_official_syn": "L2P, official policy, synthetic data",
     "l2p_paper_real": "L2P, paper policy, rendered (real) data",
     "scratch_syn": "pixel DiT from scratch, synthetic data",
+    "l2p_demo": "L2P, paper policy, synthetic data, 4x the steps (shipped demo)",
 }
 SHORT = {"l2p_paper_syn": "L2P paper/syn", "l2p_official_syn": "L2P official/syn", "l2p_paper_real": "L2P paper/real",
-         "scratch_syn": "scratch/syn"}
+         "scratch_syn": "scratch/syn", "l2p_demo": "L2P demo (paper/syn, long)"}
 DEMO_L2P, DEMO_TE = "l2p-shapes-demo.safetensors", "l2p-shapes-te.safetensors"
 
 
@@ -186,8 +187,9 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
         f"{report['source']['params'] / 1e6:.2f} M parameters; text encoder: a Qwen3 of width {b['cap_dim']} over "
         f"the world's words ({report['source']['te_params'] / 1e3:.0f} k parameters), trained jointly: "
         f"{b['source_steps']} steps x {b['source_batch']}, loss {report['source']['loss']}.",
-        f"- L2P: the source converted to pixel patch 16 (4x4 tokens) with a Detailer Head; trained "
-        f"{b['train_steps']} steps x {b['train_batch']} at lr {b['train_lr']:g} on "
+        "- L2P: the source converted to pixel patch 16 (4x4 tokens) with a 4x narrower Detailer Head; trained "
+        f"with training/launch.py, batch {b['train_batch']}, lr {b['train_lr']:g} (steps per run in the "
+        f"convergence table; runs in this report: {', '.join(SHORT[k] for k in runs) or 'none'}) on "
         f"{report['data_syn']['items']} images, 4 per prompt. Sampling everywhere: Euler, {b['sample_steps']} steps, "
         f"shift {b['shift']:g}, CFG {b['cfg']:g}, the same {b['eval_prompts']} held-out prompts and seeds.",
         "",
@@ -214,13 +216,12 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
                       "Z-Image)."]
     lines += findings(report)
     lines += ["", "## Convergence at equal compute", "",
-              "GenEval at each evaluated checkpoint; seconds are the trainer's wall time (2 CPU cores).", "",
-              "| run | " + " | ".join(f"step {p['step']}" for p in next(iter(runs.values()))["curve"]) + " | s/step |"
-              if runs else "", "| --- | " + " | ".join("---:" for _ in next(iter(runs.values()))["curve"]) + " | ---: |"
-              if runs else ""]
+              "GenEval (and detail) at each evaluated checkpoint: step, then the trainer's wall time (2 CPU cores).",
+              "", "| run | step: GenEval / detail @ seconds | s/step |", "| --- | --- | ---: |"]
     for k, r in runs.items():
-        cells = [f"{p['geneval']['overall']:.3f} ({p['seconds']:.0f} s)" for p in curve_with_seconds(r)]
-        lines.append(f"| {SHORT[k]} | " + " | ".join(cells) + f" | {r['seconds_per_step']:.2f} |")
+        cells = [f"{p['step']}: {p['geneval']['overall']:.3f} / {p['detail']:.2f} @ {p['seconds']:.0f} s"
+                 for p in curve_with_seconds(r)]
+        lines.append(f"| {SHORT[k]} | " + "; ".join(cells) + f" | {r['seconds_per_step']:.2f} |")
     lines += ["", "Trainable sets:", ""] + [f"- {SHORT[k]}: {r['policy']}" for k, r in runs.items()]
     lines += ["", "## Plots", ""] + [f"![{k}](results/replicate/{Path(p).name})" for k, p in images.items()]
     lines += ["", "## Stage timings", "", "| stage | seconds |", "| --- | ---: |"]

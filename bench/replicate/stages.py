@@ -274,12 +274,14 @@ class Pipeline:
         data_dir, data_key = (self.syn_dir, self.syn_key) if run.data == "syn" else (self.real_dir, self.real_key)
         model = self.convert_dir / ("l2p-converted.safetensors" if run.start == "convert" else "scratch.safetensors")
         key = stage_key("train", b, self.convert_key, data_key, extra=run)
+        steps, every = run.steps or b.train_steps, run.eval_every or b.eval_every
 
         def make(folder: Path) -> dict[str, Any]:
             config = {"model": str(model), "dataset": str(data_dir), "output_dir": str(folder / "run"),
-                      "policy": run.policy, "steps": b.train_steps, "lr": b.train_lr, "batch_size": b.train_batch,
+                      "policy": run.policy, "steps": steps, "lr": b.train_lr, "warmup_steps": b.train_warmup,
+                      "batch_size": b.train_batch,
                       "shift": b.shift, "fixed_noise": False, "mixed_precision": "no", "max_pixels": b.size * b.size,
-                      "checkpoint_every": b.eval_every, "checkpoints_total_limit": 0, "log_every": 10,
+                      "checkpoint_every": every, "checkpoints_total_limit": 0, "log_every": 10,
                       "validate_every": 0, "seed": SEEDS["train"], "export_name": run_name}
             cfg_path = folder / "config.toml"
             cfg_path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()), encoding="utf-8")
@@ -287,8 +289,8 @@ class Pipeline:
                                 env={"OMP_NUM_THREADS": "2"})
             t0, start = next(((t, e) for t, e in events if e.get("event") == "start"), (0.0, {}))
             log = [(t - t0, e["step"], e["loss"]) for t, e in events if e.get("event") == "log"]
-            if not log or log[-1][1] != b.train_steps:
-                raise RuntimeError(f"{run_name}: the trainer's log ends before step {b.train_steps}; see {folder}")
+            if not log or log[-1][1] != steps:
+                raise RuntimeError(f"{run_name}: the trainer's log ends before step {steps}; see {folder}")
             return {"log": log, "policy": start.get("policy", ""), "seconds_per_step": log[-1][0] / log[-1][1]}
 
         folder, info = self.folder_stage(f"train_{run_name}", key, make)
