@@ -13,7 +13,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 UI_FILES = sorted((REPO / "workflows").glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Combos that list files on disk: the shipped value need not exist on the test server.
-FILE_COMBOS = {"ckpt_name", "clip_name", "vae_name", "unet_name", "text_encoder_name", "source", "prompts", "model"}
+FILE_COMBOS = {"ckpt_name", "clip_name", "vae_name", "unet_name", "text_encoder_name", "text_encoder", "source",
+               "prompts", "model"}
 
 
 def api_twin(ui_file: pathlib.Path) -> pathlib.Path:
