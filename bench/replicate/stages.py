@@ -77,7 +77,7 @@ def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> list[tuple
 
 
 class Pipeline:
-    def __init__(self, budget: Budget, cache_dir: Path, fresh: bool = False, only: set[str] | None = None):
+    def __init__(self, budget: Budget, cache_dir: Path, fresh: bool = False):
         self.b = budget
         self.dir = cache_dir / budget.name
         self.dir.mkdir(parents=True, exist_ok=True)
