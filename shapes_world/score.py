@@ -9,7 +9,7 @@ background, its stripes and dots are never candidates), and shape comes from sim
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -193,9 +193,16 @@ def _relation(a: Detection, b: Detection, relation: str, margin: float) -> bool:
     return along > margin
 
 
-def judge(detections: Sequence[Detection], spec: Spec, size: int = REF_SIZE) -> Result:
-    """Check already-found objects against a Spec (``check`` without re-detecting)."""
+def judge(detections: Sequence[Detection], spec: Spec, size: int = REF_SIZE, match_shape: bool = True) -> Result:
+    """Check already-found objects against a Spec (``check`` without re-detecting).
+
+    ``match_shape=False`` is the colour-level variant: an object of the asked colour counts whatever its
+    outline, so colour, count, binding and position are still checked on models that draw blobs.
+    """
     objects = spec.objects
+    if not match_shape:
+        objects = tuple(replace(o, shape="object") for o in objects)
+        detections = [replace(d, shape="object") for d in detections]
     if spec.task in ("single_object", "colors", "two_object"):
         checks = _presence(detections, objects, "present:")
     elif spec.task == "color_attr":
@@ -207,8 +214,14 @@ def judge(detections: Sequence[Detection], spec: Spec, size: int = REF_SIZE) -> 
     elif spec.task == "position":
         checks = _presence(detections, objects, "present:")
         if all(ok for ok, _ in checks):
-            a, b = (_of_kind(detections, obj)[0] for obj in objects[:2])  # the largest of each, like top-1
-            ok = _relation(a, b, str(spec.relation), POSITION_MARGIN * size / REF_SIZE)
+            firsts, seconds = (_of_kind(detections, obj) for obj in objects[:2])
+            margin = POSITION_MARGIN * size / REF_SIZE
+            if objects[0] == objects[1]:  # one kind twice (colour level): any two of them in that relation
+                pairs = [(a, b) for a in firsts[:2] for b in firsts[:2] if a is not b]
+                a, b = next((p for p in pairs if _relation(*p, str(spec.relation), margin)), pairs[0])
+            else:
+                a, b = firsts[0], seconds[0]  # the largest of each, like top-1
+            ok = _relation(a, b, str(spec.relation), margin)
             where = f"({a.x:.1f}, {a.y:.1f}) vs ({b.x:.1f}, {b.y:.1f})"
             checks.append((ok, f"relation {_name(objects[0])} {spec.relation} {_name(objects[1])}: {where}"))
     else:
@@ -217,9 +230,9 @@ def judge(detections: Sequence[Detection], spec: Spec, size: int = REF_SIZE) -> 
     return Result(all(ok for ok, _ in checks), reasons, tuple(detections))
 
 
-def check(image: np.ndarray, spec: Spec) -> Result:
+def check(image: np.ndarray, spec: Spec, match_shape: bool = True) -> Result:
     """Whether ``image`` shows what ``spec`` asks for, GenEval style, with the reasons."""
-    return judge(detect(image), spec, image.shape[0])
+    return judge(detect(image), spec, image.shape[0], match_shape)
 
 
 def summarize(correct: Sequence[bool], tasks: Sequence[str]) -> dict:
@@ -233,11 +246,12 @@ def summarize(correct: Sequence[bool], tasks: Sequence[str]) -> dict:
     return {"overall": overall, "per_task": per_task, "n": len(correct)}
 
 
-def evaluate(images: Sequence[np.ndarray] | np.ndarray, specs: Sequence[Spec]) -> dict:
-    """Score a batch of images against their specs; see ``summarize`` for the returned numbers."""
+def evaluate(images: Sequence[np.ndarray] | np.ndarray, specs: Sequence[Spec], match_shape: bool = True) -> dict:
+    """Score a batch of images against their specs (``judge`` for ``match_shape``); see ``summarize``."""
     if len(images) != len(specs):
         raise ValueError(f"{len(images)} images but {len(specs)} specs")
-    correct = [check(np.asarray(image), spec).correct for image, spec in zip(images, specs, strict=True)]
+    correct = [check(np.asarray(image), spec, match_shape).correct
+               for image, spec in zip(images, specs, strict=True)]
     return summarize(correct, [spec.task for spec in specs])
 
 

@@ -41,15 +41,17 @@ def test_smoke_pipeline_runs_every_stage(smoke):
     report = json.loads((smoke / "results" / "report.json").read_text())
     stages = {"world", "vae", "source", "source_eval", "convert", "data_syn", "data_real"}
     stages |= {f"{kind}_{run}" for run in SMOKE.runs for kind in ("train", "eval")}
+    stages |= {"eval_start_convert", "eval_start_scratch"}  # step 0, sampled once per start model
     assert stages <= set(report["seconds"])
     assert report["data_syn"]["items"] == SMOKE.data_items
     for run in SMOKE.runs:
         steps = [p["step"] for p in report["runs"][run]["curve"]]
         assert steps == list(range(0, SMOKE.train_steps + 1, SMOKE.eval_every)), run
-        assert 0.0 <= report["runs"][run]["curve"][-1]["geneval"]["overall"] <= 1.0
+        for metric in ("geneval", "colour_level"):
+            assert 0.0 <= report["runs"][run]["curve"][-1][metric]["overall"] <= 1.0
         assert pathlib.Path(report["runs"][run]["export"]).is_file()
     text = (smoke / "results" / "RESULTS.md").read_text()
-    assert "L2P / source GenEval ratio" in text and "Stage timings" in text
+    assert "L2P / source ratio" in text and "Stage timings" in text and "What this run shows" in text
     grid = Image.open(smoke / "results" / "grid.png")
     assert grid.width > 7 * SMOKE.size  # ground truth, VAE, source and four runs
 

@@ -173,6 +173,26 @@ def test_check_semantics() -> None:
     assert not check(render(_scene(three[:2] + objects[1:], counting)), counting).correct
 
 
+def test_colour_level_ignores_the_outline_only() -> None:
+    objects = [SceneObject("circle", "red", 16, 20, 16), SceneObject("square", "blue", 46, 40, 16)]
+    red_square = Spec("single_object", (ObjectSpec("red", "square"),), "plain")
+    image = render(_scene(objects, red_square))
+    assert not check(image, red_square).correct
+    assert check(image, red_square, match_shape=False).correct  # a red object is there, outline aside
+    green = Spec("single_object", (ObjectSpec("green", "square"),), "plain")
+    assert not check(image, green, match_shape=False).correct  # the colour still counts
+    left = Spec("position", (ObjectSpec("red", "triangle"), ObjectSpec("blue", "circle")), "plain", "left_of")
+    assert check(image, left, match_shape=False).correct
+    assert not check(image, dataclasses.replace(left, relation="below"), match_shape=False).correct
+    two_red = Spec("counting", (ObjectSpec("red", "circle", 2),), "plain")
+    assert not check(image, two_red, match_shape=False).correct  # and so does the count
+    specs = [scene.spec for scene in SCENES[:60]]
+    images = [render(scene) for scene in SCENES[:60]]
+    assert evaluate(images, specs, match_shape=False)["overall"] == 1.0
+    backgrounds = [render_background(scene.background, 64).astype(np.uint8) for scene in SCENES[:60]]
+    assert evaluate(backgrounds, specs, match_shape=False)["overall"] == 0.0
+
+
 def test_hf_energy_sees_stripes_and_their_loss() -> None:
     base = (236, 236, 236)
     plain = render_background(Background("plain", base, 0), 64).astype(np.uint8)

@@ -85,6 +85,7 @@ class Pipeline:
         self.stages = Stages(self.cache)
         self.fresh = fresh
         self.report: dict[str, Any] = {"budget": budget_dict(budget)}
+        self.start_scores: dict[str, dict[str, Any]] = {}
         torch.set_num_threads(min(2, os.cpu_count() or 1))
 
     # ------------------------------------------------------------------------------------------- helpers
@@ -124,7 +125,8 @@ class Pipeline:
 
         sd, info = self.stages.get("world", self.world_key, make)
         self.pool_u8, self.eval_gt = sd["pool"], sd["eval"]
-        self.report["world"] = info
+        self.report["world"] = {**info, "gt_colour": evaluate(self.eval_gt.numpy(), [s.spec for s in self.eval_scenes],
+                                                              match_shape=False)}
 
     def vae(self) -> None:
         b = self.b
@@ -148,6 +150,7 @@ class Pipeline:
         self.report["vae"] = {
             **info, "psnr": psnr(recon, gt),
             "score_recon": evaluate(recon_u8.numpy(), [s.spec for s in self.eval_scenes]),
+            "colour_recon": evaluate(recon_u8.numpy(), [s.spec for s in self.eval_scenes], match_shape=False),
             "detail_recon": detail_ratio(recon_u8.numpy(), self.eval_gt.numpy()),
             "params": sum(v.numel() for v in sd.values())}
 
@@ -184,15 +187,16 @@ class Pipeline:
         def make():
             images = models.sample_source(self.source_model, self.vae_model, self.encoder, self.eval_prompts,
                                           self.eval_seeds, self.b)
-            return {"images": images}, self.scores(images)
+            return {"images": images}, {}
 
-        sd, info = self.stages.get("source_eval", key, make)
+        sd, _ = self.stages.get("source_eval", key, make)
         self.source_images = sd["images"]
-        self.report["source_eval"] = info
+        self.report["source_eval"] = self.scores(self.source_images)  # scored here: cheap, and never stale
 
     def scores(self, images: Tensor) -> dict[str, Any]:
         arr = images.numpy()
-        return {"geneval": evaluate(arr, [s.spec for s in self.eval_scenes]),
+        specs = [s.spec for s in self.eval_scenes]
+        return {"geneval": evaluate(arr, specs), "colour_level": evaluate(arr, specs, match_shape=False),
                 "detail": detail_ratio(arr, self.eval_gt.numpy())}
 
     def files(self) -> None:
@@ -279,7 +283,7 @@ class Pipeline:
         def make(folder: Path) -> dict[str, Any]:
             config = {"model": str(model), "dataset": str(data_dir), "output_dir": str(folder / "run"),
                       "policy": run.policy, "steps": steps, "lr": b.train_lr, "warmup_steps": b.train_warmup,
-                      "batch_size": b.train_batch,
+                      "batch_size": b.train_batch, "ema_decay": b.train_ema,
                       "shift": b.shift, "fixed_noise": False, "mixed_precision": "no", "max_pixels": b.size * b.size,
                       "checkpoint_every": every, "checkpoints_total_limit": 0, "log_every": 10,
                       "validate_every": 0, "seed": SEEDS["train"], "export_name": run_name}
@@ -296,42 +300,72 @@ class Pipeline:
         folder, info = self.folder_stage(f"train_{run_name}", key, make)
         return folder, info, key
 
-    def evaluate_run(self, run_name: str) -> None:
-        """Score the run's model at step 0 and at every checkpoint (same prompts, seeds and sampler)."""
-        from training.checkpoint import checkpoints
+    def _run_model(self, run_name: str, checkpoint: str | None) -> torch.nn.Module:
+        """The run's start model with a checkpoint's weights (its EMA when the run kept one) copied in."""
+        import safetensors.torch
+
         from training.model import load_model, official_names
+
+        run = RUNS[run_name]
+        base = self.convert_dir / ("l2p-converted.safetensors" if run.start == "convert" else "scratch.safetensors")
+        loaded = load_model(str(base), run.policy)
+        if checkpoint is not None:
+            ema = os.path.join(checkpoint, "ema.safetensors")
+            trained = safetensors.torch.load_file(ema if os.path.isfile(ema) else
+                                                  os.path.join(checkpoint, "trainable.safetensors"))
+            names = official_names(loaded.model)
+            params = {names[n]: p for n, p in loaded.model.named_parameters()}
+            with torch.no_grad():
+                for name, value in trained.items():
+                    params[name].copy_(value)
+        return loaded.model.eval()
+
+    def _sample(self, model: torch.nn.Module) -> Tensor:
+        return models.sample_pixels(model, self.encoder, self.eval_prompts, self.eval_seeds, self.b)
+
+    def _scored(self, label: str, images: Tensor) -> dict[str, Any]:
+        scores = self.scores(images)
+        print(f"  {label}: GenEval {scores['geneval']['overall']:.3f} (colour level "
+              f"{scores['colour_level']['overall']:.3f}), detail {scores['detail']:.2f}", flush=True)
+        return scores
+
+    def start_eval(self, start: str) -> dict[str, Any]:
+        """Step 0 of every run from the same start weights (the converted source, or the scratch init): once."""
+        run_name = next(k for k, r in RUNS.items() if r.start == start)
+        key = stage_key("sample", self.b, self.convert_key, self.world_key, extra=start)
+
+        def make():
+            return {"images": self._sample(self._run_model(run_name, None))}, {}
+
+        if start not in self.start_scores:  # asked for by each run; fetched (and its time counted) once
+            sd, _ = self.stages.get(f"eval_start_{start}", key, make)
+            self.start_scores[start] = self._scored(f"{start} step 0", sd["images"])
+        return self.start_scores[start]
+
+    def evaluate_run(self, run_name: str) -> None:
+        """Score the run's model at step 0 and at every checkpoint (same prompts, seeds and sampler).
+
+        The stage keeps every checkpoint's images; the scores are computed from them here, so a change to the
+        scorer never needs the models sampled again."""
+        from training.checkpoint import checkpoints
 
         folder, train_info, train_key = self.train(run_name)
         key = stage_key("sample", self.b, train_key, self.world_key)
-        run = RUNS[run_name]
-        base = self.convert_dir / ("l2p-converted.safetensors" if run.start == "convert" else "scratch.safetensors")
+        start = self.start_eval(RUNS[run_name].start)
 
         def make():
-            curve, last = [], None
-            for step, path in [(0, None), *checkpoints(str(folder / "run"))]:
-                loaded = load_model(str(base), run.policy)
-                if path is not None:
-                    import safetensors.torch
-
-                    trained = safetensors.torch.load_file(os.path.join(path, "trainable.safetensors"))
-                    names = official_names(loaded.model)
-                    params = {names[n]: p for n, p in loaded.model.named_parameters()}
-                    with torch.no_grad():
-                        for name, value in trained.items():
-                            params[name].copy_(value)
-                model = loaded.model.eval()
-                last = models.sample_pixels(model, self.encoder, self.eval_prompts, self.eval_seeds, self.b)
-                scores = self.scores(last)
-                curve.append({"step": step, **scores})
-                print(f"  {run_name} step {step}: GenEval {scores['geneval']['overall']:.3f}, detail "
-                      f"{scores['detail']:.2f}", flush=True)
-            return {"images": last}, {"curve": curve}
+            steps = checkpoints(str(folder / "run"))
+            images = {f"step_{step}": self._sample(self._run_model(run_name, path)) for step, path in steps}
+            return images, {"steps": [step for step, _ in steps]}
 
         sd, info = self.stages.get(f"eval_{run_name}", key, make)
-        self.report.setdefault("runs", {})[run_name] = {**train_info, **info, "export": str(
-            folder / "run" / f"{run_name}.safetensors")}
+        curve = [{"step": 0, **start}]
+        curve += [{"step": step, **self._scored(f"{run_name} step {step}", sd[f"step_{step}"])}
+                  for step in info["steps"]]
+        self.report.setdefault("runs", {})[run_name] = {**train_info, "curve": curve,
+                                                        "export": str(folder / "run" / f"{run_name}.safetensors")}
         self.run_images = getattr(self, "run_images", {})
-        self.run_images[run_name] = sd["images"]
+        self.run_images[run_name] = sd[f"step_{info['steps'][-1]}"]
 
     # ------------------------------------------------------------------------------------------- all
     def run_all(self) -> dict[str, Any]:
