@@ -32,6 +32,10 @@ class TrainConfig:
     shift: float = 3.0
     num_train_timesteps: int = 500  # sigma is drawn uniformly from this many points of the shifted grid
     fixed_noise: bool = True  # noise drawn from each item's seed, as the official code does
+    # share of items trained on the empty prompt instead of their own, so that CFG's unconditional branch (the
+    # empty prompt) is trained too: the official recipe has none (0); a new or small model needs it for CFG
+    caption_dropout: float = 0.0
+    empty_conditioning: str = ""  # the empty prompt's features, a .cond.safetensors file (needed for dropout)
     # optimisation (official recipe: AdamW, lr 5e-5, weight decay 0.01, batch 1 per GPU)
     steps: int = 1000
     lr: float = 5e-5
@@ -82,6 +86,11 @@ class TrainConfig:
             raise ValueError(f"export_layout {self.export_layout!r}: use official or comfy")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay {self.ema_decay} must be in [0, 1)")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout {self.caption_dropout} must be in [0, 1)")
+        if self.caption_dropout and not os.path.isfile(self.empty_conditioning):
+            raise ValueError("caption_dropout needs the empty prompt's conditioning: set empty_conditioning to a "
+                             ".cond.safetensors file of the prompt \"\" (e.g. from the L2P Dataset Writer)")
 
 
 def _flag_type(f: dataclasses.Field):

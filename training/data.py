@@ -80,7 +80,6 @@ class TrainData:
     def load(self, position: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(pixels [3, H, W] in [-1, 1], text features [L, D], seed) of one example."""
         from PIL import Image
-        from safetensors.torch import load_file
 
         ex = self.examples[position]
         w, h = ex.size
@@ -93,5 +92,16 @@ class TrainData:
             left, top = (im.width - w) // 2, (im.height - h) // 2
             im = im.crop((left, top, left + w, top + h))
             pixels = torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1).contiguous()
-        cap = load_file(ex.conditioning)[CONDITIONING_KEY].float()
-        return pixels, cap, ex.seed
+        return pixels, load_conditioning(ex.conditioning), ex.seed
+
+
+def load_conditioning(path: str) -> torch.Tensor:
+    """A ``.cond.safetensors`` file's text features ``[L, D]`` (safetensors only)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)[CONDITIONING_KEY].float()
+    except (OSError, KeyError, SafetensorError) as e:
+        raise ValueError(f"cannot read text conditioning {path} ({e}): give a .cond.safetensors file with a "
+                         f"'{CONDITIONING_KEY}' tensor") from None

@@ -38,7 +38,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig, to_toml
-from .data import TrainData
+from .data import TrainData, load_conditioning
 from .model import LoadedModel, load_model, official_names, policy_report
 
 DONE = "training_complete.json"
@@ -117,6 +117,7 @@ class Trainer:
         self.grid = sigma_grid(cfg)
         self.ema = ({self.names[n]: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                     if cfg.ema_decay else None)
+        self.empty_cap = (load_conditioning(cfg.empty_conditioning) if cfg.caption_dropout else None)
         self.step, self.epoch, self.batch_pos = 0, 0, 0
         self.history: list[tuple[int, float]] = []
 
@@ -184,8 +185,8 @@ class Trainer:
         positions, slots = self._next_batch()
         items = [self.data.load(p) for p in positions]
         x0 = torch.stack([i[0] for i in items]).to(self.acc.device)
-        caps = [i[1].to(self.acc.device) for i in items]
         slot_ids = [s + micro * self.global_batch for s in slots]
+        caps = [self._caption(i[1], slot).to(self.acc.device) for i, slot in zip(items, slot_ids, strict=True)]
         xt, sigma, target = noisy_batch(self.cfg, x0.cpu(), [i[2] for i in items], self.step, slot_ids, self.grid)
         xt, sigma, target = xt.to(self.acc.device), sigma.to(self.acc.device), target.to(self.acc.device)
         ctx = self.acc.no_sync(self.model) if not sync else contextlib.nullcontext()
@@ -194,6 +195,13 @@ class Trainer:
             loss = torch.nn.functional.mse_loss(pred.float(), target.float())
             self.acc.backward(loss / self.cfg.gradient_accumulation_steps)
         return float(loss.detach())
+
+    def _caption(self, cap: torch.Tensor, slot: int) -> torch.Tensor:
+        """The item's features, or the empty prompt's for a ``caption_dropout`` share (same draw on resume)."""
+        if self.empty_cap is None:
+            return cap
+        draw = torch.rand(1, generator=item_generator(self.cfg.seed, self.step, slot, 1)).item()
+        return self.empty_cap if draw < self.cfg.caption_dropout else cap
 
     def _lr(self) -> float:
         if self.cfg.warmup_steps and self.step < self.cfg.warmup_steps:

@@ -33,7 +33,9 @@ HEAD_WIDTH_DIV = 4
 class Run:
     """One L2P fine-tune (or the from-scratch baseline): start weights, trainable-set policy, data."""
 
-    start: str  # "convert" (the source converted by l2p.convert) or "scratch" (fresh init, same size)
+    # "convert" (the source converted by l2p.convert, official init), "convert_<init>" (another pixel-embedder
+    # init of l2p.convert, e.g. vae_orth) or "scratch" (fresh init, same size)
+    start: str
     policy: str  # l2p.policies name
     data: str  # "syn" (the source's own images, rendered through ComfyUI) or "real" (ground-truth renders)
     steps: int = 0  # 0: the budget's train_steps
@@ -45,8 +47,10 @@ RUNS = {
     "l2p_official_syn": Run("convert", "official", "syn"),
     "l2p_paper_real": Run("convert", "paper", "real"),
     "scratch_syn": Run("scratch", "official", "syn"),
-    # the shipped demo model: the paper-policy run trained 6x longer
-    "l2p_demo": Run("convert", "paper", "syn", steps=3600, eval_every=1200),
+    # the pack's VAE-fitted pixel embedder (l2p/init_fit.py) instead of the official random one
+    "l2p_paper_syn_vae": Run("convert_vae_orth", "paper", "syn"),
+    # the shipped demo model: the paper-policy run trained 4x longer
+    "l2p_demo": Run("convert", "paper", "syn", steps=2400, eval_every=1200),
 }
 
 
@@ -72,6 +76,9 @@ class Budget:
     source_batch: int = 32
     source_lr: float = 1e-3  # 300-step A/B at batch 32: loss 0.667 vs 0.741 at 3e-4
     source_ema: float = 0.999  # the saved source is the EMA of its weights
+    # the share of items trained on the empty prompt, for the source and for every L2P run (training/launch.py's
+    # caption_dropout): CFG's negative is the empty prompt, and without it the L2P head never learns that branch
+    # (A/B on the 3600-step model trained without: colour level 0.071 at CFG 3, 0.150 at CFG 1)
     caption_dropout: float = 0.1
     # sampling (evaluation, dataset)
     sample_steps: int = 20
@@ -103,7 +110,7 @@ FULL = Budget()
 SMOKE = Budget(name="smoke", layers=2, pool=64, eval_prompts=12, validate=60, vae_steps=3, vae_batch=4,
                source_steps=3, source_batch=4, sample_steps=2, data_prompts=4, images_per_prompt=2, train_steps=2,
                train_batch=2, train_warmup=1, eval_every=1, runs=("l2p_paper_syn", "l2p_official_syn", "l2p_paper_real",
-                                                                  "scratch_syn"))
+                                                                  "scratch_syn", "l2p_paper_syn_vae"))
 
 STAGE_FIELDS = {
     "world": ("size", "pool", "eval_prompts", "validate"),
@@ -112,7 +119,8 @@ STAGE_FIELDS = {
                "caption_dropout", "shift"),
     "sample": ("sample_steps", "cfg", "shift"),
     "data": ("data_prompts", "images_per_prompt"),
-    "train": ("train_steps", "train_batch", "train_lr", "train_warmup", "train_ema", "eval_every", "shift"),
+    "train": ("train_steps", "train_batch", "train_lr", "train_warmup", "train_ema", "caption_dropout", "eval_every",
+              "shift"),
 }
 
 

@@ -26,7 +26,7 @@ from bench.common import Cache, Stages, psnr, summary
 from l2p.dataset import DatasetItem, DatasetWriter, conditioning_file_bytes, png_bytes
 from l2p.prompts import PromptRecord
 from l2p.tensor_io import save_safetensors_atomic
-from shapes_world import detail_ratio, evaluate, make_scenes, prompt_for, validate, vocabulary
+from shapes_world import detail_ratio, evaluate, make_scenes, prompt_for, stripe_contrast, validate, vocabulary
 from shapes_world.render import render_many
 from shapes_world.scene import TASKS, sample_scene
 
@@ -152,6 +152,7 @@ class Pipeline:
             "score_recon": evaluate(recon_u8.numpy(), [s.spec for s in self.eval_scenes]),
             "colour_recon": evaluate(recon_u8.numpy(), [s.spec for s in self.eval_scenes], match_shape=False),
             "detail_recon": detail_ratio(recon_u8.numpy(), self.eval_gt.numpy()),
+            "stripes_recon": self.stripes(recon_u8.numpy()),
             "params": sum(v.numel() for v in sd.values())}
 
     def source(self) -> None:
@@ -197,7 +198,14 @@ class Pipeline:
         arr = images.numpy()
         specs = [s.spec for s in self.eval_scenes]
         return {"geneval": evaluate(arr, specs), "colour_level": evaluate(arr, specs, match_shape=False),
-                "detail": detail_ratio(arr, self.eval_gt.numpy())}
+                "detail": detail_ratio(arr, self.eval_gt.numpy()), "stripes": self.stripes(arr)}
+
+    def stripes(self, images: np.ndarray) -> float:
+        """Mean depth of the 2-3 px stripes on the prompts that ask for a striped background, relative to the
+        ground truth's: fine detail that grain cannot fake (``detail`` counts noise as detail)."""
+        striped = [i for i, s in enumerate(self.eval_scenes) if s.spec.background == "striped"]
+        reference = float(stripe_contrast(self.eval_gt.numpy()[striped]).mean())
+        return float(stripe_contrast(images[striped]).mean()) / reference
 
     def files(self) -> None:
         """The source, its VAE and text encoder as files (what ComfyUI and l2p.convert read)."""
@@ -237,6 +245,31 @@ class Pipeline:
 
         self.convert_dir, _ = self.folder_stage("convert", key, make)
         self.convert_key = key
+        self.start_files = {"convert": (self.convert_dir / "l2p-converted.safetensors", key),
+                            "scratch": (self.convert_dir / "scratch.safetensors", key)}
+
+    def start_file(self, start: str) -> tuple[Path, str]:
+        """A run's start weights and their stage key: the official conversion, the scratch init, or
+        ``convert_<init>``: the same conversion with another pixel-embedder init (made on first use)."""
+        if start not in self.start_files:
+            init = start.removeprefix("convert_")
+            key = stage_key("convert", self.b, self.source_key, extra=init)
+
+            def make(folder: Path) -> dict[str, Any]:
+                vae_dir = folder / "vae"  # a diffusers folder: what l2p.convert reads for the vae_* inits
+                vae = models.vae_from_state(self.vae_sd)
+                vae.register_to_config(scaling_factor=1.0, shift_factor=0.0)  # its latent norm is in the weights
+                vae.save_pretrained(str(vae_dir), safe_serialization=True)
+                subprocess.run([sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out",
+                                str(folder / "l2p-converted.safetensors"), "--patch", str(PIXEL_PATCH), "--init",
+                                init, "--vae", str(vae_dir), "--policy", "official", "--seed",
+                                str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)],
+                               check=True, cwd=REPO, capture_output=True)
+                return {}
+
+            folder, _ = self.folder_stage(start, key, make)
+            self.start_files[start] = (folder / "l2p-converted.safetensors", key)
+        return self.start_files[start]
 
     def data_syn(self) -> None:
         from .comfy_dataset import render_dataset
@@ -276,12 +309,16 @@ class Pipeline:
     def train(self, run_name: str) -> tuple[Path, dict[str, Any], str]:
         b, run = self.b, RUNS[run_name]
         data_dir, data_key = (self.syn_dir, self.syn_key) if run.data == "syn" else (self.real_dir, self.real_key)
-        model = self.convert_dir / ("l2p-converted.safetensors" if run.start == "convert" else "scratch.safetensors")
-        key = stage_key("train", b, self.convert_key, data_key, extra=run)
+        model, start_key = self.start_file(run.start)
+        key = stage_key("train", b, start_key, data_key, extra=run)
         steps, every = run.steps or b.train_steps, run.eval_every or b.eval_every
 
         def make(folder: Path) -> dict[str, Any]:
+            empty = folder / "empty.cond.safetensors"  # CFG's negative: what caption dropout trains on
+            with torch.no_grad():
+                empty.write_bytes(conditioning_file_bytes(self.encoder([""])[0]))
             config = {"model": str(model), "dataset": str(data_dir), "output_dir": str(folder / "run"),
+                      "caption_dropout": b.caption_dropout, "empty_conditioning": str(empty),
                       "policy": run.policy, "steps": steps, "lr": b.train_lr, "warmup_steps": b.train_warmup,
                       "batch_size": b.train_batch, "ema_decay": b.train_ema,
                       "shift": b.shift, "fixed_noise": False, "mixed_precision": "no", "max_pixels": b.size * b.size,
@@ -307,8 +344,7 @@ class Pipeline:
         from training.model import load_model, official_names
 
         run = RUNS[run_name]
-        base = self.convert_dir / ("l2p-converted.safetensors" if run.start == "convert" else "scratch.safetensors")
-        loaded = load_model(str(base), run.policy)
+        loaded = load_model(str(self.start_file(run.start)[0]), run.policy)
         if checkpoint is not None:
             ema = os.path.join(checkpoint, "ema.safetensors")
             trained = safetensors.torch.load_file(ema if os.path.isfile(ema) else
@@ -332,7 +368,7 @@ class Pipeline:
     def start_eval(self, start: str) -> dict[str, Any]:
         """Step 0 of every run from the same start weights (the converted source, or the scratch init): once."""
         run_name = next(k for k, r in RUNS.items() if r.start == start)
-        key = stage_key("sample", self.b, self.convert_key, self.world_key, extra=start)
+        key = stage_key("sample", self.b, self.start_file(start)[1], self.world_key, extra=start)
 
         def make():
             return {"images": self._sample(self._run_model(run_name, None))}, {}
