@@ -26,6 +26,7 @@ from l2p.layouts import check_l2p
 from l2p.pixel_dit import official_state_dict
 from l2p.tensor_io import save_safetensors_atomic
 from l2p.tiny import tiny_l2p
+from training.trainer import drops_caption
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = str(REPO / "training" / "launch.py")
@@ -182,12 +183,29 @@ def test_bad_configs_fail_in_one_line_before_work(world, tmp_path):
         (["--policy", "everything"], "unknown policy"),
         (["--config", str(toml)], "unknown config key 'learning_rate'"),
         (["--steps", "0"], "steps is 0"),
+        (["--caption-dropout", "0.5"], "caption_dropout needs the empty prompt's conditioning"),
+        (["--caption-dropout", "0.1", "--empty-conditioning", str(toml)], "cannot read text conditioning"),
     ]
     for args, message in cases:
         done = launch(world, "run-bad", *args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr[-2000:])
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (world / "run-bad").exists()
+
+
+def test_caption_dropout_share_and_effect(world, tmp_path):
+    draws = [drops_caption(0, step, slot, 0.25) for step in range(200) for slot in range(8)]
+    assert 0.2 < sum(draws) / len(draws) < 0.3
+    assert draws == [drops_caption(0, step, slot, 0.25) for step in range(200) for slot in range(8)]
+    empty = tmp_path / "empty.cond.safetensors"
+    empty.write_bytes(save({"cap_feats": torch.zeros(1, 64)}))
+    runs = {}
+    for name, extra in (("plain", []), ("dropout", ["--caption-dropout", "0.9", "--empty-conditioning", str(empty)])):
+        done = launch(world, f"run-cd-{name}", "--steps", "2", "--checkpoint-every", "2", *extra)
+        assert done.returncode == 0, done.stderr
+        runs[name] = trainable(world / f"run-cd-{name}" / "checkpoint-2")
+    # same data, noise and seed: only the captions differ, and with them the trained weights
+    assert any(not torch.equal(runs["plain"][k], runs["dropout"][k]) for k in runs["plain"])
 
 
 def test_print_config_round_trips(world, tmp_path):

@@ -70,6 +70,11 @@ def noisy_batch(cfg: TrainConfig, x0: torch.Tensor, seeds: list[int], step: int,
     return (1 - s) * x0 + s * noise, sigma, noise - x0
 
 
+def drops_caption(seed: int, step: int, slot: int, share: float) -> bool:
+    """Whether this (step, slot) trains on the empty prompt: a draw of its own, so a resumed run repeats it."""
+    return torch.rand(1, generator=item_generator(seed, step, slot, 1)).item() < share
+
+
 class StopFlag:
     """SIGINT/SIGTERM ask for a clean stop: finish the step, save a checkpoint, exit 0."""
 
@@ -197,11 +202,10 @@ class Trainer:
         return float(loss.detach())
 
     def _caption(self, cap: torch.Tensor, slot: int) -> torch.Tensor:
-        """The item's features, or the empty prompt's for a ``caption_dropout`` share (same draw on resume)."""
-        if self.empty_cap is None:
-            return cap
-        draw = torch.rand(1, generator=item_generator(self.cfg.seed, self.step, slot, 1)).item()
-        return self.empty_cap if draw < self.cfg.caption_dropout else cap
+        """The item's features, or the empty prompt's for a ``caption_dropout`` share."""
+        if self.empty_cap is not None and drops_caption(self.cfg.seed, self.step, slot, self.cfg.caption_dropout):
+            return self.empty_cap
+        return cap
 
     def _lr(self) -> float:
         if self.cfg.warmup_steps and self.step < self.cfg.warmup_steps:
