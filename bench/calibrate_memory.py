@@ -38,7 +38,7 @@ def measure(size: int, layers: int) -> dict:
     from l2p.layouts import L2PConfig
     from tests.inprocess import import_pack
 
-    model_mod = importlib.import_module(import_pack().__name__ + ".nodes.model")
+    model_mod = importlib.import_module(import_pack().__name__ + ".nodes.comfy_core")
     import comfy.ops
 
     cfg = L2PConfig(dim=3840, n_heads=30, n_layers=layers, n_noise_refiner=1, n_context_refiner=1, cap_feat_dim=2560,

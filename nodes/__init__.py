@@ -5,12 +5,12 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .comfy_core import register_with_stock_loader
 from .convert import L2PConvert, L2PSaveCheckpoint, L2PSourceModelLoader
 from .dataset import L2PDatasetWriter, L2PPromptBank
 from .demo_world import L2PDemoTextEncode, L2PDemoVAELoader
 from .files import register_l2p_folder
 from .loader import L2PModelLoader
-from .model import register_with_stock_loader
 from .routes import register_routes
 from .sampling import L2PEmptyImage, L2PHeadTiling, L2PNoiseShift
 from .text_encoder import L2PTextEncoderLoader

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import comfy.model_base
-import comfy.model_management
 import folder_paths
 import torch
 from comfy_api.latest import io
@@ -18,17 +16,19 @@ from ..l2p.keys import L2PFormatError
 from ..l2p.layouts import COMFY, OFFICIAL, layout_keys
 from ..l2p.policies import POLICIES
 from ..l2p.tensor_io import DictSource, PlannedTensor, open_source, write_safetensors
+from .comfy_core import (
+    METADATA,
+    is_l2p,
+    is_lumina2,
+    load_l2p_state_dict,
+    load_source_state_dict,
+    model_management,
+    patched_state_dict,
+)
 from .files import L2P_FOLDER, new_checkpoint_path, source_names, source_path
 from .loader import WEIGHT_DTYPES
-from .model import METADATA, L2PModel, load_l2p_state_dict, load_source_state_dict
 
 FIT_IMAGES = 32
-
-
-def patched_state_dict(model) -> dict[str, torch.Tensor]:
-    """The diffusion model's weights with LoRAs and other patches applied (as ComfyUI's ModelSave does)."""
-    comfy.model_management.load_models_gpu([model], force_patch_weights=True)
-    return dict(model.model.diffusion_model.state_dict())
 
 
 def _policy(policy: str, custom_blocks: str) -> str:
@@ -114,10 +114,10 @@ class L2PConvert(io.ComfyNode):
     def execute(cls, model, patch_size: int = 16, init: str = "official", policy: str = "official",
                 custom_blocks: str = "", seed: int = 0, vae=None, fit_images=None) -> io.NodeOutput:
         base = model.model
-        if isinstance(base, L2PModel):
+        if is_l2p(model):
             raise ValueError("this MODEL is already an L2P pixel model: save it with L2P Save Checkpoint or sample "
                              "it; L2P Convert takes a latent model")
-        if not isinstance(base, comfy.model_base.Lumina2):
+        if not is_lumina2(model):
             raise ValueError(f"L2P Convert cannot convert a {type(base).__name__} model: supported sources are "
                              f"{supported_list()}")
         sd = patched_state_dict(model)
@@ -131,8 +131,9 @@ class L2PConvert(io.ComfyNode):
                                policy=_policy(policy, custom_blocks), fit_pairs=fit_pairs)
         out_sd = {p.name: p.make() for p in conv.plan}
         dtype = base.get_dtype()
+        # In memory, nothing for dynamic VRAM to reload from: a plain ModelPatcher.
         pixel = load_l2p_state_dict(out_sd, dtype=dtype if dtype in (torch.float32, torch.bfloat16,
-                                                                     torch.float16) else None)
+                                                                     torch.float16) else None, disable_dynamic=True)
         pixel.set_attachments(METADATA, conv.metadata)
         report = f"{arch.label} -> L2P patch {patch_size}, init {init}; {conv.metadata['l2p.policy_report']}"
         return io.NodeOutput(pixel, report)
@@ -150,7 +151,7 @@ def _fit_pairs(base, vae, images, arch, patch_size: int):
 
     def encode(x: torch.Tensor) -> torch.Tensor:
         latents = vae.encode(((x + 1) / 2).movedim(1, -1))
-        return base.process_latent_in(latents.to(comfy.model_management.intermediate_device())).cpu()
+        return base.process_latent_in(latents.to(model_management.intermediate_device())).cpu()
 
     if vae.latent_channels != arch.latent_channels:
         raise ValueError(f"the VAE has {vae.latent_channels} latent channels, the model {arch.latent_channels}: "
@@ -182,7 +183,7 @@ class L2PSaveCheckpoint(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, filename_prefix: str = "l2p-converted", layout: str = OFFICIAL) -> io.NodeOutput:
-        if not isinstance(model.model, L2PModel):
+        if not is_l2p(model):
             raise ValueError(f"L2P Save Checkpoint saves L2P pixel models; this is a {type(model.model).__name__}: "
                              "convert it with L2P Convert first")
         sd = patched_state_dict(model)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import os
 
-import comfy.sd
 import folder_paths
 import torch
 from comfy_api.latest import io
 
 from ..shapes_world.text_encoder import ShapesTextEncoder, text_encoder_from_state
+from .comfy_core import VAE
 from .files import load_safetensors
 
 DEMO = "L2P/demo"
@@ -105,7 +105,7 @@ class L2PDemoVAELoader(io.ComfyNode):
         path = folder_paths.get_full_path_or_raise("vae", vae_name)
         sd, _ = load_safetensors(path)
         ddconfig, embed = ddconfig_from_shapes(sd)
-        vae = comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": embed}})
+        vae = VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": embed}})
         vae.latent_channels = ddconfig["z_channels"]
         vae.downscale_ratio = vae.upscale_ratio = 2 ** (len(ddconfig["ch_mult"]) - 1)
         return io.NodeOutput(vae)

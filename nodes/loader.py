@@ -6,8 +6,8 @@ import torch
 from comfy_api.latest import io
 
 from ..l2p.layouts import L2PFormatError
-from .files import checkpoint_names, checkpoint_path, load_safetensors
-from .model import METADATA, load_l2p_state_dict
+from .comfy_core import load_l2p_file
+from .files import checkpoint_names, checkpoint_path
 
 WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
     "default": None,
@@ -41,11 +41,8 @@ class L2PModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str = "default") -> io.NodeOutput:
-        path = checkpoint_path(ckpt_name)
-        sd, metadata = load_safetensors(path)
         try:
-            model = load_l2p_state_dict(sd, dtype=WEIGHT_DTYPES[weight_dtype], metadata=metadata)
+            model = load_l2p_file(checkpoint_path(ckpt_name), dtype=WEIGHT_DTYPES[weight_dtype])
         except L2PFormatError as e:
             raise ValueError(f"{ckpt_name}: {e}") from None
-        model.set_attachments(METADATA, {k: v for k, v in metadata.items() if k.startswith("l2p.")})
         return io.NodeOutput(model)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 
-import comfy.model_management
 from aiohttp import web
 
 from ..l2p.head import detect_head_variant
@@ -17,6 +16,7 @@ from ..l2p.hints import size_hint
 from ..l2p.layouts import infer_patch_size
 from ..l2p.sizes import CUSTOM
 from ..l2p.tensor_io import open_source
+from .comfy_core import model_management
 from .files import checkpoint_path
 
 
@@ -46,7 +46,7 @@ async def hints(request: web.Request) -> web.Response:
     except ValueError:
         return web.json_response({"ok": False, "text": "width, height, batch and shift must be numbers"})
     patch, head = model_geometry(q.get("ckpt_name", ""))
-    free = comfy.model_management.get_free_memory(comfy.model_management.get_torch_device())
+    free = model_management.get_free_memory(model_management.get_torch_device())
     return web.json_response(size_hint(width, height, batch, q.get("preset", CUSTOM), q.get("fit", "reject"), patch,
                                        head, shift, q.get("mode", "auto"), int(free)))
 

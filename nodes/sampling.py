@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import comfy.model_management
-import comfy.model_sampling
 import torch
 from comfy_api.latest import io
 
@@ -11,7 +9,7 @@ import nodes as comfy_nodes
 
 from ..l2p.schedule import auto_shift, native_pixels
 from ..l2p.sizes import CUSTOM, FITS, PRESETS, plan_size
-from .model import HEAD_TILE
+from .comfy_core import HEAD_TILE, FlowSampling, model_management
 
 DEFAULT_PATCH, DEFAULT_HEAD = 16, "1k"
 
@@ -62,12 +60,8 @@ class L2PEmptyImage(io.ComfyNode):
             width, height = PRESETS[preset]
         plan = plan_size(width, height, *model_geometry(model), fit=fit)
         latent = torch.zeros((batch_size, 3, plan.height, plan.width),
-                             device=comfy.model_management.intermediate_device())
+                             device=model_management.intermediate_device())
         return io.NodeOutput({"samples": latent}, plan.describe())
-
-
-class _FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
-    """ComfyUI's flow sampling (the class ModelSamplingAuraFlow builds), with our shift."""
 
 
 def effective_shift(mode: str, shift: float, width: int, height: int, patch_size: int) -> float:
@@ -110,7 +104,7 @@ class L2PNoiseShift(io.ComfyNode):
             width = height = int(native_pixels(patch) ** 0.5)
         value = effective_shift(mode, shift, int(width), int(height), patch)
         m = model.clone()
-        sampling = _FlowSampling(model.model.model_config)
+        sampling = FlowSampling(model.model.model_config)
         sampling.set_parameters(shift=value, multiplier=1.0)
         m.add_object_patch("model_sampling", sampling)
         native = int(native_pixels(patch) ** 0.5)

@@ -7,33 +7,12 @@ widths, so their configuration is read from tensor shapes, like the L2P loader d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import comfy.model_management
-import comfy.sd
-import comfy.supported_models_base
-import comfy.text_encoders.llama as llama
-import comfy.text_encoders.z_image as z_image
 import folder_paths
 import torch
-from comfy import sd1_clip
 from comfy_api.latest import io
 
+from .comfy_core import CLIP, model_management, qwen3_clip_target
 from .files import load_safetensors
-
-
-@dataclass
-class Qwen3AnyConfig(llama.Qwen3_4BConfig):
-    head_dim: int = 128  # a field here (a class constant in ComfyUI's 4B config)
-
-
-class Qwen3Any(llama.BaseLlama, torch.nn.Module):
-    def __init__(self, config_dict, dtype, device, operations):
-        super().__init__()
-        config = Qwen3AnyConfig(**config_dict)
-        self.num_layers = config.num_hidden_layers
-        self.model = llama.Llama2_(config, device=device, dtype=dtype, ops=operations)
-        self.dtype = dtype
 
 
 def qwen3_config_from_shapes(sd: dict[str, torch.Tensor]) -> dict:
@@ -56,26 +35,11 @@ def qwen3_config_from_shapes(sd: dict[str, torch.Tensor]) -> dict:
             "head_dim": head_dim}
 
 
-def clip_target_for(config: dict) -> comfy.supported_models_base.ClipTarget:
-    class Qwen3AnyModel(sd1_clip.SDClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006 (ComfyUI's signature)
-            super().__init__(device=device, layer="hidden", layer_idx=-2, textmodel_json_config=config, dtype=dtype,
-                             special_tokens={"pad": 151643}, layer_norm_hidden_state=False, model_class=Qwen3Any,
-                             enable_attention_masks=True, return_attention_masks=True, model_options=model_options)
-
-    class Qwen3AnyTE(sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006
-            super().__init__(device=device, dtype=dtype, name="qwen3_4b", clip_model=Qwen3AnyModel,
-                             model_options=model_options)
-
-    return comfy.supported_models_base.ClipTarget(z_image.ZImageTokenizer, Qwen3AnyTE)
-
-
-def load_qwen3_any(sd: dict[str, torch.Tensor]) -> comfy.sd.CLIP:
+def load_qwen3_any(sd: dict[str, torch.Tensor]) -> CLIP:
     config = qwen3_config_from_shapes(sd)
     params = sum(t.numel() for t in sd.values())
-    clip = comfy.sd.CLIP(target=clip_target_for(config), parameters=params,
-                         model_options={"dtype": comfy.model_management.text_encoder_dtype()})
+    clip = CLIP(target=qwen3_clip_target(config), parameters=params,
+                model_options={"dtype": model_management.text_encoder_dtype()})
     missing, unexpected = clip.load_sd(sd)
     missing = [k for k in missing if "lm_head" not in k]
     if missing:

@@ -20,12 +20,11 @@ import sys
 import threading
 import time
 
-import comfy.model_management
-import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
 from ..l2p.policies import POLICIES
+from .comfy_core import ProgressBar, model_management
 from .files import checkpoint_names, checkpoint_path, new_checkpoint_path, subpath
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,7 +144,7 @@ class L2PTrain(io.ComfyNode):
         from server import PromptServer
 
         node = cls.hidden.unique_id
-        pbar = comfy.utils.ProgressBar(steps, node_id=node)
+        pbar = ProgressBar(steps, node_id=node)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         lines: queue.Queue = queue.Queue()
@@ -162,13 +161,13 @@ class L2PTrain(io.ComfyNode):
         def progress(step: int, preview=None) -> None:
             try:  # ComfyUI's progress hook raises when the user pressed Cancel
                 pbar.update_absolute(step, steps, preview)
-            except comfy.model_management.InterruptProcessingException:
+            except model_management.InterruptProcessingException:
                 cancel()
 
         try:
             with open(os.path.join(run_dir, "events.jsonl"), "a", encoding="utf-8") as log:
                 while True:
-                    if comfy.model_management.processing_interrupted():
+                    if model_management.processing_interrupted():
                         cancel()
                     try:
                         line = lines.get(timeout=0.5)
@@ -196,8 +195,8 @@ class L2PTrain(io.ComfyNode):
         if code != 0:
             raise RuntimeError(f"the trainer exited with code {code}: " + " | ".join(list(tail)[-5:]))
         if state["cancelled"]:
-            comfy.model_management.throw_exception_if_processing_interrupted()  # clears ComfyUI's flag, raises
-            raise comfy.model_management.InterruptProcessingException()
+            model_management.throw_exception_if_processing_interrupted()  # clears ComfyUI's flag, raises
+            raise model_management.InterruptProcessingException()
         if state["stopped"]:
             raise RuntimeError(f"training stopped at a checkpoint in {run_dir}: queue again with resume on to "
                                "continue")

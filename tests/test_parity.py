@@ -16,7 +16,7 @@ from tests.inprocess import import_pack
 
 @pytest.fixture(scope="module")
 def model_mod():
-    return importlib.import_module(import_pack().__name__ + ".nodes.model")
+    return importlib.import_module(import_pack().__name__ + ".nodes.comfy_core")
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def test_official_layout_has_545_tensors_with_known_shapes():
 
 def test_real_size_maps_key_for_key_onto_comfy_trunk():
     pack = import_pack()
-    model_mod = importlib.import_module(pack.__name__ + ".nodes.model")
+    model_mod = importlib.import_module(pack.__name__ + ".nodes.comfy_core")
     official = real_official_layout()
     cfg = infer_config(official)
     assert (cfg.dim, cfg.n_heads, cfg.n_layers, cfg.n_noise_refiner, cfg.cap_feat_dim) == (3840, 30, 30, 2, 2560)

@@ -54,7 +54,7 @@ def model():
     from l2p.pixel_dit import official_state_dict
     from l2p.tiny import tiny_l2p
 
-    model_mod = importlib.import_module(import_pack().__name__ + ".nodes.model")
+    model_mod = importlib.import_module(import_pack().__name__ + ".nodes.comfy_core")
     return model_mod.load_l2p_state_dict(official_state_dict(*tiny_l2p(seed=0)), dtype=torch.float32)
 
 

@@ -1,0 +1,449 @@
+"""The seam to ComfyUI: every use of ComfyUI's internals by this pack lives in this module.
+
+An L2P checkpoint becomes a native MODEL on core's own ``NextDiT`` trunk, loaded through core's own
+diffusion-model loader. Nothing of core is copied; the pack hooks these seams, which are the same in
+0.3.75, 0.33.0 and 0.38.1 (``../shared/research/comfyui-versions.md``). Tested range: ``TESTED_RANGE``.
+
+Model (``comfy.ldm.lumina.model``):
+  S1 ``NextDiT.patchify_and_embed(x, ...)`` receives the pixels padded to the patch size, with
+     ``transformer_options`` as a keyword (kept for the head; padded further to the head's multiple).
+  S2 ``NextDiT.final_layer(tokens, adaln, **kw)`` is applied once to the unified tokens (made an identity).
+  S3 ``NextDiT.unpatchify(tokens, img_size, cap_size, ...)`` makes the image; core then crops to the input
+     size and negates (the head's output is returned there). S1-S3 are checked on every call
+     (``CoreChanged``, one line naming the seam).
+  S4 ``NextDiT(**unet_config)`` keyword names; attributes ``patch_size``, ``dim``, ``in_channels``,
+     ``t_embedder``; ``norm_final`` optional (removed after 0.3.75); ``mmdit.TimestepEmbedder``.
+Model classes: S5 ``model_base.BaseModel.__init__(config, model_type, device=, unet_model=)``, ``Lumina2``'s
+  conditioning (``extra_conds``), ``ModelType.FLOW``, ``current_patcher``; S6 ``supported_models.ZImage`` /
+  ``Lumina2`` (text encoder, shift) and the detection list ``supported_models.models``;
+  S7 ``latent_formats.ChromaRadiance`` (pixels; the stock ``pixel_space`` VAE).
+Loading and saving: S8 ``sd.load_diffusion_model_state_dict(sd, model_options=, metadata=[, disable_dynamic=])``
+  and ``ModelPatcher.cached_patcher_init``; S9 saving with ``ModelPatcher.model_state_dict_for_saving``
+  where it exists (dynamic VRAM), else ``load_models_gpu(force_patch_weights=True)`` + ``state_dict()``;
+  S10 free memory from ``ModelPatcher.get_free_memory`` where it exists, else ``model_management``'s.
+Other internals the nodes use, re-exported here: ``model_management`` (devices, dtypes, interrupts),
+  ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
+  ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``.
+Features are detected by attribute or signature, never by version string. When core ships L2P itself
+(a detection entry whose required keys name ``local_decoder``), loading defers to it (``core_l2p_config``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import weakref
+from dataclasses import dataclass
+
+import comfy.latent_formats
+import comfy.ldm.common_dit
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.model_sampling
+import comfy.sd
+import comfy.supported_models
+import comfy.supported_models_base
+import comfy.text_encoders.llama as llama
+import comfy.text_encoders.z_image as z_image
+import comfy.utils
+import torch
+from comfy import sd1_clip
+from comfy.ldm.lumina.model import NextDiT
+from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
+
+from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch, detect_arch
+from ..l2p.head import build_head, head_multiple
+from ..l2p.head_tiling import auto_tile_size, run_head_tiled
+from ..l2p.layouts import (
+    OFFICIAL,
+    L2PConfig,
+    L2PFormatError,
+    detect_layout,
+    infer_config,
+    official_to_comfy,
+    strip_prefix,
+    to_comfy_layout,
+    trunk_config,
+)
+
+TESTED_RANGE = "0.3.75 to 0.38.1"  # 0.3.75 and 0.33.0 run by the suite; 0.38.1 read seam by seam
+HEAD_TILE = "l2p_head_tile"  # transformer_options key set by L2PHeadTiling
+METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with
+# Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
+MEMORY_USAGE_FACTOR = 0.07
+
+# Re-exported for the nodes, so that this module is the only one that imports ComfyUI internals.
+ClipTarget = comfy.supported_models_base.ClipTarget
+ProgressBar = comfy.utils.ProgressBar
+InterruptProcessingException = comfy.model_management.InterruptProcessingException
+model_management = comfy.model_management
+CLIP = comfy.sd.CLIP
+VAE = comfy.sd.VAE
+
+
+def comfyui_version() -> str:
+    try:
+        from comfyui_version import __version__
+    except ImportError:
+        return "unknown"
+    return __version__
+
+
+class CoreChanged(RuntimeError):
+    """A seam this pack relies on is not what it was: one line naming it, the version and the tested range."""
+
+    def __init__(self, seam: str):
+        super().__init__(f"ComfyUI-L2P: this ComfyUI ({comfyui_version()}) changed a part the pack relies on: {seam}; "
+                         f"the pack is tested on ComfyUI {TESTED_RANGE}: update ComfyUI-L2P or report it")
+
+
+class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+    """ComfyUI's flow sampling (the class ModelSamplingAuraFlow builds)."""
+
+
+class L2PPixels(comfy.latent_formats.ChromaRadiance):
+    """Pixels in [-1, 1], 3 channels, identity in/out: the same contract as ChromaRadiance's format."""
+
+
+class NextDiTFromShapes(NextDiT):
+    """ComfyUI's NextDiT with the widths it derives from ``dim`` (feed-forward, timestep MLP) taken from the
+    checkpoint's shapes instead, so models of any size load, not only the released ones (dim 3840 / 2304)."""
+
+    def __init__(self, *, ffn_hidden_dim: int, t_embed_hidden: int, adaln_dim: int, device=None, dtype=None,
+                 operations=None, **kwargs):
+        kwargs.pop("multiple_of", None)
+        kwargs.pop("ffn_dim_multiplier", None)
+        # FeedForward rounds int(dim) up to a multiple of `multiple_of`: with multiple_of = hidden it is exact.
+        super().__init__(multiple_of=ffn_hidden_dim, ffn_dim_multiplier=None, device=device, dtype=dtype,
+                         operations=operations, **kwargs)
+        self.t_embedder = TimestepEmbedder(t_embed_hidden, output_size=adaln_dim, dtype=dtype, device=device,
+                                           operations=operations)
+
+
+class TokensThrough(torch.nn.Module):
+    """Stands in for NextDiT's latent final layer (seam S2): the unified tokens pass through unchanged."""
+
+    def forward(self, x: torch.Tensor, c=None, **kwargs) -> torch.Tensor:
+        return x
+
+
+class NextDiTL2P(NextDiTFromShapes):
+    """Core's NextDiT, unchanged, with the Detailer Head where the final layer was.
+
+    No copy of core's ``_forward``: it runs as it is (wrappers, block patches, rope options, reference
+    inputs all reach the trunk). Three hooks make it L2P: ``patchify_and_embed`` keeps the padded pixels,
+    ``final_layer`` passes the tokens through, ``unpatchify`` turns the image tokens into the head's feature
+    map and returns the head's output, which core then crops and negates (flow convention).
+    """
+
+    def __init__(self, *, head_variant: str = "1k", head_width_div: int = 1, device=None, dtype=None, operations=None,
+                 **kwargs):
+        super().__init__(device=device, dtype=dtype, operations=operations, **kwargs)
+        self.final_layer = TokensThrough()
+        if hasattr(self, "norm_final"):  # an unused norm in older cores (removed in 0.3.76+)
+            del self.norm_final
+        self.head_variant = head_variant
+        self.pad_multiple = math.lcm(self.patch_size, head_multiple(head_variant))
+        self.local_decoder = build_head(head_variant, self.dim, in_channels=self.in_channels, ops=operations,
+                                        device=device, dtype=dtype, width_div=head_width_div)
+        self.free_memory = comfy.model_management.get_free_memory  # L2PModel points it at its patcher's
+        self._step: tuple[torch.Tensor, dict] | None = None  # (padded pixels, transformer_options) of this call
+
+    def forward(self, x, *args, **kwargs):
+        self._step = None
+        try:
+            out = super().forward(x, *args, **kwargs)
+            if self._step is not None or out.shape[-2:] != x.shape[-2:]:
+                raise CoreChanged("NextDiT._forward no longer runs patchify_and_embed -> final_layer -> unpatchify "
+                                  "once per call")
+            return out
+        finally:
+            self._step = None  # never keep a step's pixels alive (a 10K image is over a GB)
+
+    def patchify_and_embed(self, x, *args, **kwargs):
+        # Core padded x to the patch; the head also needs its own multiple (320 for the 10K head).
+        x = comfy.ldm.common_dit.pad_to_patch_size(x, (self.pad_multiple, self.pad_multiple))
+        self._step = (x, kwargs.get("transformer_options") or {})
+        return super().patchify_and_embed(x, *args, **kwargs)
+
+    def unpatchify(self, x, img_size, cap_size, return_tensor=False, **kwargs):
+        if self._step is None:
+            raise CoreChanged("NextDiT.unpatchify ran without patchify_and_embed")
+        pixels, options = self._step
+        self._step = None
+        h, w = img_size[0]
+        if x.shape[-1] != self.dim or (h, w) != tuple(pixels.shape[-2:]):
+            raise CoreChanged(f"unpatchify got tokens {tuple(x.shape)} for an image of {(h, w)}")
+        features = self.image_features(x, cap_size[0], h // self.patch_size, w // self.patch_size)
+        tile = self.head_tile(pixels, options.get(HEAD_TILE, "auto"))
+        if tile:
+            return run_head_tiled(self.local_decoder, pixels, features, tile)
+        return self.local_decoder(pixels, features)
+
+    def image_features(self, tokens: torch.Tensor, cap_len: int, h_tokens: int, w_tokens: int) -> torch.Tensor:
+        """The real image tokens (not the padding) as a [B, dim, Ht, Wt] map, height-major."""
+        img = tokens[:, cap_len:cap_len + h_tokens * w_tokens]
+        return img.reshape(tokens.shape[0], h_tokens, w_tokens, tokens.shape[-1]).permute(0, 3, 1, 2)
+
+    def head_tile(self, x: torch.Tensor, setting) -> int:
+        """The head's tile side: a fixed number, 0 (untiled), or "auto" from the device's free memory."""
+        if setting != "auto":
+            return int(setting)
+        free = self.free_memory(x.device)
+        return auto_tile_size(self.head_variant, x.shape[-2], x.shape[-1], x.shape[0], int(free), x.element_size(),
+                              feature_dim=self.dim)
+
+
+class L2PModel(comfy.model_base.Lumina2):
+    """Lumina2's conditioning (c_crossattn, num_tokens, attention mask) and flow sampling, L2P's network."""
+
+    def __init__(self, model_config, model_type=comfy.model_base.ModelType.FLOW, device=None):
+        # Lumina2.__init__ hard-codes core's NextDiT: BaseModel's takes the network class (S5).
+        comfy.model_base.BaseModel.__init__(self, model_config, model_type, device=device, unet_model=NextDiTL2P)
+        model = weakref.ref(self)
+        self.diffusion_model.free_memory = lambda device: free_memory(model(), device)
+
+
+def free_memory(model, device) -> int:
+    """Free memory for the head's auto tiling: the patcher's view where core has one (dynamic VRAM counts
+    what it can offload), else the device's (S10)."""
+    patcher = getattr(model, "current_patcher", None)
+    if patcher is not None and hasattr(patcher, "get_free_memory"):
+        return int(patcher.get_free_memory(device))
+    return int(comfy.model_management.get_free_memory(device))
+
+
+def unet_config_for(cfg: L2PConfig) -> dict:
+    """NextDiT constructor arguments for a configuration read from shapes plus its architecture's constants."""
+    if cfg.n_noise_refiner != cfg.n_context_refiner:
+        raise ValueError(f"{cfg.n_noise_refiner} noise refiners but {cfg.n_context_refiner} context refiners: "
+                         "ComfyUI's NextDiT needs equal counts; this checkpoint is not supported")
+    arch = ARCHITECTURES[cfg.arch]
+    config = {
+        "image_model": "lumina2",
+        "patch_size": cfg.patch_size,
+        "in_channels": cfg.in_channels,
+        "dim": cfg.dim,
+        "n_layers": cfg.n_layers,
+        "n_refiner_layers": cfg.n_noise_refiner,
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.kv_heads,
+        "qk_norm": True,
+        "cap_feat_dim": cfg.cap_feat_dim,
+        "axes_dims": list(cfg.axes_dims),
+        "axes_lens": [1536, 512, 512] if arch.z_image_modulation else [300, 512, 512],
+        "rope_theta": arch.rope_theta,
+        "z_image_modulation": arch.z_image_modulation,
+        "time_scale": arch.time_scale,
+        "pad_tokens_multiple": 32 if cfg.pad_tokens and arch.z_image_modulation else None,
+        "ffn_hidden_dim": cfg.ffn_hidden_dim,
+        "t_embed_hidden": cfg.t_embed_hidden,
+        "adaln_dim": cfg.adaln_dim,
+    }
+    if cfg.head_variant is not None:
+        config["head_variant"] = cfg.head_variant
+        config["head_width_div"] = cfg.head_width_div
+    return config
+
+
+class ZImageL2P(comfy.supported_models.ZImage):
+    """Supported-model entry: Z-Image's text encoder and shift 3, L2P's pixel format and network."""
+
+    unet_config = {"image_model": "lumina2"}
+    required_keys = {"local_decoder.out_conv.weight"}
+    latent_format = L2PPixels
+    memory_usage_factor = MEMORY_USAGE_FACTOR
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+
+    def get_model(self, state_dict, prefix="", device=None):
+        sd = strip_prefix({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+        self.unet_config.update(unet_config_for(infer_config(sd)))
+        return L2PModel(self, device=device)
+
+    def process_unet_state_dict(self, state_dict):
+        return to_comfy_layout(state_dict)
+
+
+class Lumina2L2P(ZImageL2P):
+    """An L2P model converted from Lumina-Image 2.0: its Gemma-2 text encoder and shift 6."""
+
+    required_keys = {"local_decoder.out_conv.weight", LUMINA2.marker}
+    sampling_settings = comfy.supported_models.Lumina2.sampling_settings
+    clip_target = comfy.supported_models.Lumina2.clip_target
+
+
+L2P_CONFIGS = (Lumina2L2P, ZImageL2P)  # most specific first
+
+
+class LatentSource(comfy.model_base.Lumina2):
+    """A latent Z-Image / Lumina 2 source of any size (widths from shapes), for sampling and conversion."""
+
+    def __init__(self, model_config, model_type=comfy.model_base.ModelType.FLOW, device=None):
+        comfy.model_base.BaseModel.__init__(self, model_config, model_type, device=device,
+                                            unet_model=NextDiTFromShapes)
+
+
+def source_config_class(arch: SourceArch) -> type:
+    """The stock supported-model class of a source arch (text encoder, shift, latent format)."""
+    base = comfy.supported_models.Lumina2 if arch is LUMINA2 else comfy.supported_models.ZImage
+
+    class SourceConfig(base):
+        def get_model(self, state_dict, prefix="", device=None):
+            return LatentSource(self, device=device)
+
+    return SourceConfig
+
+
+def core_l2p_configs() -> list[type]:
+    """Core's own L2P detection entries (none up to 0.38.1; kijai's open PR #14055 would add one)."""
+    return [cls for cls in comfy.supported_models.models if cls not in L2P_CONFIGS and (
+        "L2P" in cls.__name__ or any("local_decoder" in k for k in getattr(cls, "required_keys", ())))]
+
+
+def core_knows_l2p() -> bool:
+    return bool(core_l2p_configs())
+
+
+def register_with_stock_loader() -> None:
+    """Let the stock UNETLoader detect L2P files (instead of loading them as latent Z-Image, silently wrong).
+
+    The pack's entries go right after core's own L2P entries, if any: core's class wins for the files it
+    recognises, the pack's still catch what it does not (e.g. the 4K/8K/10K heads), and both come before
+    core's latent Z-Image entry.
+    """
+    models = comfy.supported_models.models
+    for cls in L2P_CONFIGS:
+        if cls in models:
+            models.remove(cls)
+    core = core_l2p_configs()
+    at = max(models.index(c) for c in core) + 1 if core else 0
+    models[at:at] = list(L2P_CONFIGS)
+    if core:
+        logging.info("ComfyUI-L2P: this ComfyUI has its own L2P support (%s); it loads the files it recognises",
+                     ", ".join(c.__name__ for c in core))
+
+
+def _load_kwargs(disable_dynamic: bool) -> dict:
+    """``disable_dynamic`` only where core's loader has it (S8)."""
+    params = inspect.signature(comfy.sd.load_diffusion_model_state_dict).parameters
+    return {"disable_dynamic": True} if disable_dynamic and "disable_dynamic" in params else {}
+
+
+def load_l2p_state_dict(sd: dict, dtype: torch.dtype | None = None, metadata: dict | None = None,
+                        disable_dynamic: bool = False):
+    """A state dict of either layout -> ModelPatcher, through ComfyUI's own diffusion-model loader (S8)."""
+    if core_knows_l2p():
+        model = comfy.sd.load_diffusion_model_state_dict(dict(sd), model_options={"dtype": dtype} if dtype else {},
+                                                         metadata=metadata, **_load_kwargs(disable_dynamic))
+        if model is not None and is_l2p(model):
+            return model
+    sd = to_comfy_layout(sd)  # checks the file is L2P, then converts the keys once
+    register_with_stock_loader()
+    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype} if dtype else {},
+                                                     metadata=metadata, **_load_kwargs(disable_dynamic))
+    if model is None or not is_l2p(model):
+        raise ValueError("ComfyUI did not pick the L2P model class for this file: another custom node overrides "
+                         "Z-Image detection; report this with your node list")
+    return model
+
+
+def load_l2p_file(path: str, dtype: torch.dtype | None = None, disable_dynamic: bool = False):
+    """An L2P file -> ModelPatcher that core can rebuild (``cached_patcher_init``, used by dynamic VRAM)."""
+    from .files import load_safetensors
+
+    sd, metadata = load_safetensors(path)
+    model = load_l2p_state_dict(sd, dtype=dtype, metadata=metadata, disable_dynamic=disable_dynamic)
+    model.cached_patcher_init = (load_l2p_file, (path, dtype))
+    model.set_attachments(METADATA, {k: v for k, v in metadata.items() if k.startswith("l2p.")})
+    return model
+
+
+def is_l2p(patcher) -> bool:
+    """An L2P pixel model: the pack's class or core's own (its network has a Detailer Head)."""
+    return isinstance(patcher.model, L2PModel) or hasattr(patcher.model.diffusion_model, "local_decoder")
+
+
+def is_lumina2(patcher) -> bool:
+    """A latent Z-Image / Lumina 2 model (core's class or the pack's any-size one)."""
+    return isinstance(patcher.model, comfy.model_base.Lumina2) and not is_l2p(patcher)
+
+
+def patched_state_dict(patcher) -> dict[str, torch.Tensor]:
+    """The diffusion model's weights with LoRAs and other patches applied, on the CPU (S9).
+
+    Core's saving API where it exists (it also works under dynamic VRAM, which refuses force-patching);
+    otherwise the way ModelSave did it before that API.
+    """
+    if hasattr(patcher, "model_state_dict_for_saving"):
+        comfy.model_management.load_models_gpu([patcher])
+        sd = patcher.model_state_dict_for_saving(patcher.model.diffusion_model, "diffusion_model.")
+        return {k: v.to("cpu") for k, v in sd.items()}
+    comfy.model_management.load_models_gpu([patcher], force_patch_weights=True)
+    return {k: v.to("cpu") for k, v in patcher.model.diffusion_model.state_dict().items()}
+
+
+def load_source_state_dict(sd: dict, dtype: torch.dtype | None = None):
+    """A latent Z-Image / Lumina 2 DiT (ComfyUI or diffusers names, any size) -> (ModelPatcher, arch, config).
+
+    ComfyUI's own detection only knows the released sizes (by ``dim``); this reads every width from the
+    shapes, so the same path serves a 6B Z-Image and the tiny models the tests build.
+    """
+    sd = strip_prefix(sd)
+    if any(k.startswith("local_decoder.") for k in sd):
+        raise L2PFormatError("this is already an L2P pixel model (it has local_decoder.*): load it with "
+                             "L2PModelLoader")
+    arch = detect_arch(sd.keys())
+    if detect_layout(sd.keys()) == OFFICIAL:
+        sd = official_to_comfy(sd)
+    cfg = trunk_config(sd, in_channels=arch.latent_channels, head_variant=None)
+    model_config = source_config_class(arch)(unet_config_for(cfg))
+    return patcher_for(model_config, sd, dtype), arch, cfg
+
+
+def patcher_for(model_config, sd: dict, dtype: torch.dtype | None):
+    """What comfy.sd.load_diffusion_model_state_dict does once the model config is known."""
+    load_device = comfy.model_management.get_torch_device()
+    offload_device = comfy.model_management.unet_offload_device()
+    if dtype is None:
+        dtype = comfy.model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(sd),
+                                                  supported_dtypes=list(model_config.supported_inference_dtypes),
+                                                  weight_dtype=comfy.utils.weight_dtype(sd))
+    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
+    model_config.set_inference_dtype(dtype, manual_cast)
+    model = model_config.get_model(sd, "").to(offload_device)
+    model.load_model_weights(sd, "")
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+# Any-size Qwen3 text encoder (the pack's small worlds): core's Qwen3-4B classes at other widths.
+
+@dataclass
+class Qwen3AnyConfig(llama.Qwen3_4BConfig):
+    head_dim: int = 128  # a field here (a class constant in ComfyUI's 4B config)
+
+
+class Qwen3Any(llama.BaseLlama, torch.nn.Module):
+    def __init__(self, config_dict, dtype, device, operations):
+        super().__init__()
+        config = Qwen3AnyConfig(**config_dict)
+        self.num_layers = config.num_hidden_layers
+        self.model = llama.Llama2_(config, device=device, dtype=dtype, ops=operations)
+        self.dtype = dtype
+
+
+def qwen3_clip_target(config: dict) -> ClipTarget:
+    """Z-Image's tokenizer and template over a Qwen3 of the given widths (llama.Llama2_, sd1_clip)."""
+    class Qwen3AnyModel(sd1_clip.SDClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006 (ComfyUI's signature)
+            super().__init__(device=device, layer="hidden", layer_idx=-2, textmodel_json_config=config, dtype=dtype,
+                             special_tokens={"pad": 151643}, layer_norm_hidden_state=False, model_class=Qwen3Any,
+                             enable_attention_masks=True, return_attention_masks=True, model_options=model_options)
+
+    class Qwen3AnyTE(sd1_clip.SD1ClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006
+            super().__init__(device=device, dtype=dtype, name="qwen3_4b", clip_model=Qwen3AnyModel,
+                             model_options=model_options)
+
+    return ClipTarget(z_image.ZImageTokenizer, Qwen3AnyTE)
