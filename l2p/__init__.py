@@ -13,3 +13,7 @@ def pack_version() -> str:
     except OSError:
         return "unknown"
     return m.group(1) if m else "unknown"
+
+
+# The ComfyUI releases the pack is tested on (0.3.75 and 0.33.0 run by CI, 0.38.1 read seam by seam).
+TESTED_COMFYUI = "0.3.75 to 0.38.1"

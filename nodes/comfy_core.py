@@ -53,6 +53,7 @@ from comfy import sd1_clip
 from comfy.ldm.lumina.model import NextDiT
 from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
 
+from ..l2p import TESTED_COMFYUI
 from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch, detect_arch
 from ..l2p.head import build_head, head_multiple
 from ..l2p.head_tiling import auto_tile_size, run_head_tiled
@@ -68,7 +69,7 @@ from ..l2p.layouts import (
     trunk_config,
 )
 
-TESTED_RANGE = "0.3.75 to 0.38.1"  # 0.3.75 and 0.33.0 run by the suite; 0.38.1 read seam by seam
+TESTED_RANGE = TESTED_COMFYUI
 HEAD_TILE = "l2p_head_tile"  # transformer_options key set by L2PHeadTiling
 METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
@@ -150,12 +151,13 @@ class NextDiTL2P(NextDiTFromShapes):
                                         device=device, dtype=dtype, width_div=head_width_div)
         self.free_memory = comfy.model_management.get_free_memory  # L2PModel points it at its patcher's
         self._step: tuple[torch.Tensor, dict] | None = None  # (padded pixels, transformer_options) of this call
+        self._decoded = False  # unpatchify ran the head in this call
 
     def forward(self, x, *args, **kwargs):
-        self._step = None
+        self._step, self._decoded = None, False
         try:
             out = super().forward(x, *args, **kwargs)
-            if self._step is not None or out.shape[-2:] != x.shape[-2:]:
+            if not self._decoded or out.shape[-2:] != x.shape[-2:]:
                 raise CoreChanged("NextDiT._forward no longer runs patchify_and_embed -> final_layer -> unpatchify "
                                   "once per call")
             return out
@@ -172,7 +174,7 @@ class NextDiTL2P(NextDiTFromShapes):
         if self._step is None:
             raise CoreChanged("NextDiT.unpatchify ran without patchify_and_embed")
         pixels, options = self._step
-        self._step = None
+        self._step, self._decoded = None, True
         h, w = img_size[0]
         if x.shape[-1] != self.dim or (h, w) != tuple(pixels.shape[-2:]):
             raise CoreChanged(f"unpatchify got tokens {tuple(x.shape)} for an image of {(h, w)}")
@@ -258,8 +260,10 @@ class ZImageL2P(comfy.supported_models.ZImage):
     supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
 
     def get_model(self, state_dict, prefix="", device=None):
-        sd = strip_prefix({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
-        self.unet_config.update(unet_config_for(infer_config(sd)))
+        # Either layout can arrive here (newer cores detect the official one too): read shapes on the meta device.
+        shapes = {k[len(prefix):]: torch.empty(v.shape, device="meta") for k, v in state_dict.items()
+                  if k.startswith(prefix)}
+        self.unet_config.update(unet_config_for(infer_config(to_comfy_layout(shapes))))
         return L2PModel(self, device=device)
 
     def process_unet_state_dict(self, state_dict):

@@ -51,6 +51,9 @@ class Node:
     links: dict[str, tuple[int, int]] = field(default_factory=dict)  # input name -> (node id, output slot)
     title: str | None = None
     pos: tuple[int, int] = (0, 0)
+    # Files the node's widgets name, with where to download them: the UI node's ``properties.models`` (list of
+    # {name, url, directory}), core's template convention, so the frontend can offer the download.
+    models: list[dict[str, str]] = field(default_factory=list)
 
 
 def to_api(nodes: list[Node]) -> dict:
@@ -81,7 +84,7 @@ def to_ui(nodes: list[Node]) -> dict:
                        for i, name in enumerate(n.links)],
             "outputs": [{"name": name, "type": typ, "links": out_links.get((n.id, slot), []), "slot_index": slot}
                         for slot, (name, typ) in enumerate(OUTPUTS[n.type])],
-            "properties": {"Node name for S&R": n.type},
+            "properties": {"Node name for S&R": n.type, **({"models": n.models} if n.models else {})},
             "widgets_values": list(n.widgets.values()),
             **({"title": n.title} if n.title else {}),
         })
@@ -90,8 +93,26 @@ def to_ui(nodes: list[Node]) -> dict:
             "version": 0.4}
 
 
+# Public downloads of the files the workflows name (Comfy-Org's split files, as core's Z-Image template lists
+# them; the official L2P release at the root of zhen-nan/L2P). Files without a public download get no entry.
+ZIMAGE_FILES = "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files"
+DOWNLOADS: dict[str, tuple[str, str]] = {  # file name -> (models folder, URL)
+    "qwen_3_4b.safetensors": ("text_encoders", f"{ZIMAGE_FILES}/text_encoders/qwen_3_4b.safetensors"),
+    "ae.safetensors": ("vae", f"{ZIMAGE_FILES}/vae/ae.safetensors"),
+    "z_image_turbo_bf16.safetensors": ("diffusion_models",
+                                       f"{ZIMAGE_FILES}/diffusion_models/z_image_turbo_bf16.safetensors"),
+    "model-1k-merge.safetensors": ("l2p", "https://huggingface.co/zhen-nan/L2P/resolve/main/model-1k-merge.safetensors"),
+}
+
+
+def downloads(*names: str) -> list[dict[str, str]]:
+    """``properties.models`` for the files a node names: those with a known public download."""
+    return [{"name": n, "url": DOWNLOADS[n][1], "directory": DOWNLOADS[n][0]} for n in names if n in DOWNLOADS]
+
+
 def l2p_loader(model_file: str) -> list[Node]:
-    return [Node(4, "L2PModelLoader", {"ckpt_name": model_file, "weight_dtype": "default"}, pos=(20, 420))]
+    return [Node(4, "L2PModelLoader", {"ckpt_name": model_file, "weight_dtype": "default"}, pos=(20, 420),
+                 models=downloads(model_file))]
 
 
 def clip_prompts(clip: Node, prompt: str) -> list[Node]:
@@ -168,7 +189,7 @@ def make_dataset(*, model: Node, encoders: list[Node], vae: Node, steps: int, cf
 
 def zimage_dataset_encoders() -> list[Node]:
     clip = Node(2, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
-                pos=(20, 220))
+                pos=(20, 220), models=downloads("qwen_3_4b.safetensors"))
     return [
         clip,
         Node(5, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0), "text": (4, 0)}, "Prompt from the bank", (420, 40)),
@@ -195,7 +216,7 @@ PROMPT = ("A red fox sitting in fresh snow at the edge of a pine forest at dawn,
           "detail, shallow depth of field, photograph")
 
 ZIMAGE_CLIP = Node(1, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"},
-                   pos=(20, 120))
+                   pos=(20, 120), models=downloads("qwen_3_4b.safetensors"))
 
 WORKFLOWS: dict[str, list[Node]] = {
     "l2p_zimage_1k": text_to_image(
@@ -213,7 +234,7 @@ WORKFLOWS: dict[str, list[Node]] = {
             Node(11, "L2PSourceModelLoader", {"source": "Z-Image-Turbo/", "weight_dtype": "default"},
                  title="Latent source (diffusers folder or single file)", pos=(20, 420)),
             Node(12, "VAELoader", {"vae_name": "ae.safetensors"}, title="The source's VAE (for the fitted init)",
-                 pos=(20, 600)),
+                 pos=(20, 600), models=downloads("ae.safetensors")),
             Node(13, "L2PConvert", {"patch_size": 16, "init": CONVERT_INIT, "policy": "official",
                                     "custom_blocks": "0-4,-5--1", "seed": 0},
                  {"model": (11, 0), "vae": (12, 0)}, pos=(420, 760)),
@@ -231,9 +252,10 @@ WORKFLOWS: dict[str, list[Node]] = {
     "l2p_train": train("l2p-zimage-turbo-init_00001.safetensors", steps=30000),
     "l2p_make_dataset": make_dataset(
         model=Node(1, "UNETLoader", {"unet_name": "z_image_turbo_bf16.safetensors", "weight_dtype": "default"},
-                   title="Source model (latent)", pos=(20, 40)),
+                   title="Source model (latent)", pos=(20, 40), models=downloads("z_image_turbo_bf16.safetensors")),
         encoders=zimage_dataset_encoders(),
-        vae=Node(3, "VAELoader", {"vae_name": "ae.safetensors"}, title="Source VAE", pos=(20, 420)),
+        vae=Node(3, "VAELoader", {"vae_name": "ae.safetensors"}, title="Source VAE", pos=(20, 420),
+                 models=downloads("ae.safetensors")),
         steps=8, cfg=1.0, size=1024, count=10000, folder="l2p_dataset"),
     "l2p_shapes_demo": text_to_image(
         prompts=shapes_prompts(SHAPES_PROMPT), model=l2p_loader(SHAPES_L2P), steps=20, cfg=3.0, shift=1.0,

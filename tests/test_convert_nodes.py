@@ -178,7 +178,7 @@ def test_vae_init_fits_the_embedder_through_a_real_comfy_vae(models):
     save_safetensors_atomic(tiny_latent_zimage(seed=2), str(models / "diffusion_models" / "src.safetensors"))
     source, _ = convert.L2PSourceModelLoader.execute("src.safetensors", "fp32").args
     images = torch.rand(2, 64, 64, 3)
-    pairs = convert._fit_pairs(source.model, vae, images, pack_module("model").ARCHITECTURES["z-image"], 16)
+    pairs = convert._fit_pairs(source.model, vae, images, pack_module("comfy_core").ARCHITECTURES["z-image"], 16)
     latent_embedder = source.model.diffusion_model.x_embedder
     target = latent_embedder(pairs[1])  # what the source's first layer sees for these patches
     errors = {}
