@@ -25,7 +25,8 @@ Other internals the nodes use, re-exported here: ``model_management`` (devices, 
   ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
   ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``.
 Features are detected by attribute or signature, never by version string. When core ships L2P itself
-(a detection entry whose required keys name ``local_decoder``), loading defers to it (``core_l2p_config``).
+(a detection entry whose required keys name ``local_decoder``), loading defers to it for the files it
+recognises (``core_l2p_configs``).
 """
 
 from __future__ import annotations
