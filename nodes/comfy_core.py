@@ -2,7 +2,7 @@
 
 An L2P checkpoint becomes a native MODEL on core's own ``NextDiT`` trunk, loaded through core's own
 diffusion-model loader. Nothing of core is copied; the pack hooks these seams, which are the same in
-0.3.75, 0.33.0 and 0.38.1 (``../shared/research/comfyui-versions.md``). Tested range: ``TESTED_RANGE``.
+0.3.75, 0.33.0 and 0.38.1 (``../shared/research/comfyui-versions.md``). Tested range: ``l2p.TESTED_COMFYUI``.
 
 Model (``comfy.ldm.lumina.model``):
   S1 ``NextDiT.patchify_and_embed(x, ...)`` receives the pixels padded to the patch size, with
@@ -70,7 +70,6 @@ from ..l2p.layouts import (
     trunk_config,
 )
 
-TESTED_RANGE = TESTED_COMFYUI
 HEAD_TILE = "l2p_head_tile"  # transformer_options key set by L2PHeadTiling
 METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
@@ -79,7 +78,6 @@ MEMORY_USAGE_FACTOR = 0.07
 # Re-exported for the nodes, so that this module is the only one that imports ComfyUI internals.
 ClipTarget = comfy.supported_models_base.ClipTarget
 ProgressBar = comfy.utils.ProgressBar
-InterruptProcessingException = comfy.model_management.InterruptProcessingException
 model_management = comfy.model_management
 CLIP = comfy.sd.CLIP
 VAE = comfy.sd.VAE
@@ -98,7 +96,7 @@ class CoreChanged(RuntimeError):
 
     def __init__(self, seam: str):
         super().__init__(f"ComfyUI-L2P: this ComfyUI ({comfyui_version()}) changed a part the pack relies on: {seam}; "
-                         f"the pack is tested on ComfyUI {TESTED_RANGE}: update ComfyUI-L2P or report it")
+                         f"the pack is tested on ComfyUI {TESTED_COMFYUI}: update ComfyUI-L2P or report it")
 
 
 class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
@@ -339,15 +337,15 @@ def _load_kwargs(disable_dynamic: bool) -> dict:
 def load_l2p_state_dict(sd: dict, dtype: torch.dtype | None = None, metadata: dict | None = None,
                         disable_dynamic: bool = False):
     """A state dict of either layout -> ModelPatcher, through ComfyUI's own diffusion-model loader (S8)."""
-    if core_knows_l2p():
-        model = comfy.sd.load_diffusion_model_state_dict(dict(sd), model_options={"dtype": dtype} if dtype else {},
-                                                         metadata=metadata, **_load_kwargs(disable_dynamic))
+    options = {"model_options": {"dtype": dtype} if dtype else {}, "metadata": metadata,
+               **_load_kwargs(disable_dynamic)}
+    if core_knows_l2p():  # core's own class first, on the file as it is
+        model = comfy.sd.load_diffusion_model_state_dict(dict(sd), **options)
         if model is not None and is_l2p(model):
             return model
     sd = to_comfy_layout(sd)  # checks the file is L2P, then converts the keys once
     register_with_stock_loader()
-    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype} if dtype else {},
-                                                     metadata=metadata, **_load_kwargs(disable_dynamic))
+    model = comfy.sd.load_diffusion_model_state_dict(sd, **options)
     if model is None or not is_l2p(model):
         raise ValueError("ComfyUI did not pick the L2P model class for this file: another custom node overrides "
                          "Z-Image detection; report this with your node list")

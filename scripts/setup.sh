@@ -13,7 +13,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${L2P_CACHE:-$HOME/.cache/comfyui-l2p}"
-venv="${L2P_VENV:-$("${PYTHON:-python3}" "$repo/scripts/comfyui_home.py" --venv)}"
+venv="$("${PYTHON:-python3}" "$repo/scripts/comfyui_home.py" --venv)"  # honours L2P_VENV
 py="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 

@@ -15,6 +15,7 @@ import importlib
 import pytest
 import torch
 
+from l2p import TESTED_COMFYUI
 from l2p.layouts import infer_config, official_to_comfy, strip_prefix, to_comfy_layout
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import tiny_l2p
@@ -59,7 +60,7 @@ def latent_twin(core, dit):
     twin = core.NextDiTFromShapes(**kwargs, operations=comfy.ops.disable_weight_init)
     missing, _ = twin.load_state_dict(dit.state_dict(), strict=False)
     assert all(k.startswith(("final_layer.", "norm_final.")) for k in missing), missing
-    return twin.eval()
+    return twin.train(False)
 
 
 @pytest.mark.parametrize("rope", [None, {"scale_x": 1.0, "shift_x": 3.0, "scale_y": 0.5, "shift_y": 1.0,
@@ -112,7 +113,7 @@ def test_a_changed_core_forward_gives_one_line(core, tiny_sd, monkeypatch):
     with pytest.raises(core.CoreChanged) as err, torch.no_grad():
         dit(x, t, cap, n)
     message = str(err.value)
-    assert "\n" not in message and "patchify_and_embed" in message and core.TESTED_RANGE in message
+    assert "\n" not in message and "patchify_and_embed" in message and TESTED_COMFYUI in message
     assert core.comfyui_version() in message and core.comfyui_version() != "unknown"
     assert dit._step is None  # the step's pixels are not kept alive
 

@@ -51,7 +51,7 @@ def test_core_internals_only_in_the_seam_module():
              if any(n == "comfy" or n.startswith("comfy.") for n in absolute_imports(p))]
     assert users == ["nodes/comfy_core.py"], users
     doc = ast.get_docstring(ast.parse(seam.read_text()))
-    assert all(f"S{i} " in doc for i in range(1, 11)) and "TESTED_RANGE" in doc
+    assert all(f"S{i} " in doc for i in range(1, 11)) and "TESTED_COMFYUI" in doc
 
 
 def test_pyproject_metadata():
