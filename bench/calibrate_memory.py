@@ -35,8 +35,8 @@ def measure(size: int, layers: int) -> dict:
 
     import torch
 
-    from l2p.layouts import L2PConfig
-    from tests.inprocess import import_pack
+    from harness.inprocess import import_pack
+    from l2p.format.layouts import L2PConfig
 
     model_mod = importlib.import_module(import_pack().__name__ + ".nodes.comfy_core")
     import comfy.ops

@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from l2p.tensor_io import save_safetensors_atomic
+from l2p.format.tensor_io import save_safetensors_atomic
 
 Tensor = torch.Tensor
 

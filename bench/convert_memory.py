@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from l2p.tensor_io import PlannedTensor, write_safetensors
+from l2p.format.tensor_io import PlannedTensor, write_safetensors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAIVE = (

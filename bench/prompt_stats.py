@@ -16,8 +16,8 @@ import statistics
 import time
 from collections import Counter
 
-from l2p.prompts import MAX_CHARS, MIN_CHARS, filter_prompts, generate_bank, load_taxonomy
-from l2p.prompts.minhash import NearDuplicateIndex
+from dataset.prompts import MAX_CHARS, MIN_CHARS, filter_prompts, generate_bank, load_taxonomy
+from dataset.prompts.minhash import NearDuplicateIndex
 from training.plots import bar_chart
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .keys import L2PFormatError, strip_prefix
+from .format.keys import L2PFormatError, strip_prefix
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ from torch import nn
 
 from . import pack_version
 from .arch import SourceArch, detect_arch
+from .format.keys import L2PFormatError, strip_prefix
+from .format.layouts import COMFY, OFFICIAL, detect_layout, layout_keys
+from .format.tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash, write_safetensors
 from .head import HEAD_VARIANTS, build_head, detect_head_variant
 from .init_fit import FIT_INITS, fit_pixel_embedder
-from .keys import L2PFormatError, strip_prefix
-from .layouts import COMFY, OFFICIAL, detect_layout, layout_keys
 from .policies import report
-from .tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash, write_safetensors
 
 INITS = ("official", *FIT_INITS)
 LAYOUTS = (OFFICIAL, COMFY)

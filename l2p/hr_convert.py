@@ -17,9 +17,9 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from .format.keys import L2PFormatError, strip_prefix
+from .format.layouts import OFFICIAL, X_EMBEDDER_RE, detect_layout, infer_patch_size
 from .head import HEAD_VARIANTS, build_head, detect_head_variant
-from .keys import L2PFormatError, strip_prefix
-from .layouts import OFFICIAL, X_EMBEDDER_RE, detect_layout, infer_patch_size
 
 
 def resize_matrix(p: int, q: int) -> torch.Tensor:

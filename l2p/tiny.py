@@ -11,9 +11,9 @@ import os
 
 import torch
 
+from .format.tensor_io import save_safetensors_atomic
 from .head import build_head, variant_for_patch
 from .pixel_dit import official_state_dict
-from .tensor_io import save_safetensors_atomic
 
 # ComfyUI's NextDiT needs dim >= 256 (its timestep width); head size 64 keeps RoPE axes (16, 24, 24).
 TINY_L2P = {"dim": 256, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 4, "cap_feat_dim": 64, "patch_size": 16}

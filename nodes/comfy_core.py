@@ -56,9 +56,7 @@ from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
 
 from ..l2p import TESTED_COMFYUI
 from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch, detect_arch
-from ..l2p.head import build_head, head_multiple
-from ..l2p.head_tiling import auto_tile_size, run_head_tiled
-from ..l2p.layouts import (
+from ..l2p.format.layouts import (
     OFFICIAL,
     L2PConfig,
     L2PFormatError,
@@ -69,6 +67,8 @@ from ..l2p.layouts import (
     to_comfy_layout,
     trunk_config,
 )
+from ..l2p.head import build_head, head_multiple
+from ..l2p.head_tiling import auto_tile_size, run_head_tiled
 
 HEAD_TILE = "l2p_head_tile"  # transformer_options key set by L2PHeadTiling
 METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with

@@ -11,11 +11,11 @@ from comfy_api.latest import io
 from ..l2p import pack_version
 from ..l2p.arch import ARCHITECTURES, detect_arch, supported_list
 from ..l2p.convert import INITS, plan_conversion
+from ..l2p.format.keys import L2PFormatError
+from ..l2p.format.layouts import COMFY, OFFICIAL, layout_keys
+from ..l2p.format.tensor_io import DictSource, PlannedTensor, open_source, write_safetensors
 from ..l2p.init_fit import FIT_INITS, fit_images, patch_pairs
-from ..l2p.keys import L2PFormatError
-from ..l2p.layouts import COMFY, OFFICIAL, layout_keys
 from ..l2p.policies import POLICIES
-from ..l2p.tensor_io import DictSource, PlannedTensor, open_source, write_safetensors
 from .comfy_core import (
     METADATA,
     is_l2p,

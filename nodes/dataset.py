@@ -15,8 +15,8 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from ..l2p.dataset import DatasetItem, DatasetWriter, conditioning_file_bytes, png_bytes
-from ..l2p.prompts import PromptRecord, generate_bank, read_jsonl
+from ..dataset.folder import DatasetItem, DatasetWriter, conditioning_file_bytes, png_bytes
+from ..dataset.prompts import PromptRecord, generate_bank, read_jsonl
 from .files import subpath
 
 BUILTIN = "(built-in taxonomy)"
@@ -57,7 +57,7 @@ class L2PPromptBank(io.ComfyNode):
             display_name="L2P Prompt Bank",
             category="L2P/dataset",
             description="One prompt, seed and category per queued run, from the built-in taxonomy generator or a "
-                        "prompts .jsonl file (python -m l2p.prompts writes one). Set index to increment and queue "
+                        "prompts .jsonl file (python -m dataset.prompts writes one). Set index to increment and queue "
                         "N runs to render N dataset images.",
             inputs=[
                 io.Combo.Input("prompts", options=prompt_files(), default=BUILTIN,

@@ -11,11 +11,11 @@ import os
 
 from aiohttp import web
 
+from ..l2p.format.layouts import infer_patch_size
+from ..l2p.format.tensor_io import open_source
 from ..l2p.head import detect_head_variant
 from ..l2p.hints import size_hint
-from ..l2p.layouts import infer_patch_size
 from ..l2p.sizes import CUSTOM
-from ..l2p.tensor_io import open_source
 from .comfy_core import model_management
 from .files import checkpoint_path
 

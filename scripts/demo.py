@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from scripts.comfy_server import ComfyServer, ComfyServerError, PromptRejected
+from harness.server import ComfyServer, ComfyServerError, PromptRejected
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "demo_output"

@@ -5,6 +5,6 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"
-venv="$(python3 "$repo/scripts/comfyui_home.py" --venv)"
+venv="$(python3 "$repo/harness/comfyui_home.py" --venv)"
 cd "$repo"
 exec "$venv/bin/python" -m scripts.demo "$@"

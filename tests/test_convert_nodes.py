@@ -11,10 +11,10 @@ import pytest
 import safetensors
 import torch
 
-from l2p.layouts import check_l2p, infer_config, official_to_comfy, strip_prefix
-from l2p.tensor_io import save_safetensors_atomic
+from harness.inprocess import import_pack
+from l2p.format.layouts import check_l2p, infer_config, official_to_comfy, strip_prefix
+from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.tiny import randomize_, tiny_latent_zimage
-from tests.inprocess import import_pack
 
 
 def pack_module(name: str):

@@ -15,11 +15,11 @@ import importlib
 import pytest
 import torch
 
+from harness.inprocess import import_pack
 from l2p import TESTED_COMFYUI
-from l2p.layouts import infer_config, official_to_comfy, strip_prefix, to_comfy_layout
+from l2p.format.layouts import infer_config, official_to_comfy, strip_prefix, to_comfy_layout
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import tiny_l2p
-from tests.inprocess import import_pack
 
 
 @pytest.fixture(scope="module")

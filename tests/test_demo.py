@@ -11,7 +11,7 @@ import torch
 
 from bench.replicate.config import FULL
 from bench.replicate.stages import scratch_l2p_state
-from l2p.tensor_io import save_safetensors_atomic
+from l2p.format.tensor_io import save_safetensors_atomic
 from scripts.demo import DEMO_L2P, DEMO_PROMPTS, DEMO_TE, IMAGES_PER_PROMPT, SHIPPED, main, run_demo
 
 # The floor the shipped model must reach on the demo's 24 images (README states it): colour-level procedural

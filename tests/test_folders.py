@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from tests.inprocess import import_pack
+from harness.inprocess import import_pack
 
 
 def test_l2p_folder_keeps_user_paths_and_lists_only_safetensors(tmp_path):

@@ -22,10 +22,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from harness.server import PACK_NAME, ComfyServer
+from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.pixel_dit import official_state_dict
-from l2p.tensor_io import save_safetensors_atomic
 from l2p.tiny import tiny_l2p, write_demo_models
-from scripts.comfy_server import PACK_NAME, ComfyServer
 from scripts.make_workflows import WORKFLOWS as DEFINITIONS
 from tests.test_trainer import make_dataset
 

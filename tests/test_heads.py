@@ -430,7 +430,7 @@ def test_narrow_heads_keep_keys_and_are_detected_from_shapes(variant):
 
 
 def test_narrow_1k_head_runs_and_infer_config_reads_its_width():
-    from l2p.layouts import infer_config
+    from l2p.format.layouts import infer_config
     from l2p.pixel_dit import official_state_dict
     from l2p.tiny import TINY_L2P, official_trunk
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from l2p.format.layouts import check_l2p, infer_config, official_to_comfy
 from l2p.head import build_head
 from l2p.hr_convert import inherited_head_tensors, l2p_to_variant, resize_patch_embedder
 from l2p.init_fit import patchify
-from l2p.layouts import check_l2p, infer_config, official_to_comfy
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import tiny_l2p
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from l2p.arch import LUMINA2, ZIMAGE
-from l2p.head import DetailerHead1K, build_head, detect_head_variant
-from l2p.layouts import (
+from l2p.format.layouts import (
     COMFY,
     OFFICIAL,
     L2PFormatError,
@@ -19,6 +18,7 @@ from l2p.layouts import (
     strip_prefix,
     to_comfy_layout,
 )
+from l2p.head import DetailerHead1K, build_head, detect_head_variant
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import tiny_l2p
 

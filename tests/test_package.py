@@ -17,7 +17,7 @@ def test_pack_imports_outside_comfyui():
         f"spec = importlib.util.spec_from_file_location('pack', {str(REPO / '__init__.py')!r}, "
         f"submodule_search_locations=[{str(REPO)!r}])\n"
         "m = importlib.util.module_from_spec(spec); sys.modules['pack'] = m; spec.loader.exec_module(m)\n"
-        "import pack.l2p.layouts, pack.l2p.head\n"
+        "import pack.l2p.format.layouts, pack.l2p.head\n"
         "assert m.WEB_DIRECTORY == './js' and not hasattr(m, 'comfy_entrypoint')\n"
         "assert not any(k == 'comfy' or k.startswith(('comfy.', 'comfy_api')) for k in sys.modules), 'comfy imported'\n"
         "print('ok')\n"

@@ -8,10 +8,10 @@ import importlib
 import pytest
 import torch
 
-from l2p.layouts import official_to_comfy
+from harness.inprocess import import_pack
+from l2p.format.layouts import official_to_comfy
 from l2p.pixel_dit import PixelDiT, official_state_dict
 from l2p.tiny import tiny_l2p
-from tests.inprocess import import_pack
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The prompt-bank library (l2p/prompts): taxonomy, offline and chat generation, JSONL, filters, CLI, charts."""
+"""The prompt-bank library (dataset/prompts): taxonomy, offline and chat generation, JSONL, filters, CLI, charts."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from l2p.prompts import (
+from dataset.prompts import (
     MAX_CHARS,
     MIN_CHARS,
     Category,
@@ -32,11 +32,11 @@ from l2p.prompts import (
     read_jsonl,
     write_jsonl,
 )
-from l2p.prompts.__main__ import main as cli_main
-from l2p.prompts.chat import chat_endpoint, clean_reply
-from l2p.prompts.filters import blocklist_pattern
-from l2p.prompts.minhash import MinHasher, choose_bands, jaccard, shingles, similarity
-from l2p.prompts.taxonomy import DEFAULT_PATH, Taxonomy
+from dataset.prompts.__main__ import main as cli_main
+from dataset.prompts.chat import chat_endpoint, clean_reply
+from dataset.prompts.filters import blocklist_pattern
+from dataset.prompts.minhash import MinHasher, choose_bands, jaccard, shingles, similarity
+from dataset.prompts.taxonomy import DEFAULT_PATH, Taxonomy
 from training.plots import bar_chart, line_chart
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def test_prompts_fit_the_rules_across_every_category():
 def test_generator_is_deterministic_across_processes():
     picks = [(c.major, c.sub, c.name) for c in LEAVES[::97]]
     here = [generate_prompt(Category(*p), s) for p in picks for s in (0, 7)]
-    code = ("import json, sys\nfrom l2p.prompts import Category, generate_prompt\n"
+    code = ("import json, sys\nfrom dataset.prompts import Category, generate_prompt\n"
             "picks = json.loads(sys.argv[1])\n"
             "print(json.dumps([generate_prompt(Category(*p), s) for p in picks for s in (0, 7)]))\n")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # a salted str hash must not leak into the output
@@ -351,7 +351,7 @@ def test_chat_writer_uses_valid_replies(chat_server):
 def test_chat_writer_falls_back_per_item(chat_server, caplog, mode, timeout, reason):
     writer = ChatPromptWriter(chat_server.base + f"/{mode}", "m", timeout=timeout)
     start = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="l2p.prompts.chat"):
+    with caplog.at_level(logging.WARNING, logger="dataset.prompts.chat"):
         assert writer(FOX, 4) == generate_prompt(FOX, 4)
     assert time.perf_counter() - start < timeout + 1.0
     assert writer.requests == 1 and writer.fallbacks == 1
@@ -416,10 +416,10 @@ def test_cli_unusable_paths_one_line_exit_2(tmp_path, capsys):
 
 
 def test_module_entry_point(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "l2p.prompts", "--n", "5", "--out", str(tmp_path / "p.jsonl")],
+    out = subprocess.run([sys.executable, "-m", "dataset.prompts", "--n", "5", "--out", str(tmp_path / "p.jsonl")],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0 and "wrote 5 prompts" in out.stdout, out.stderr
-    bad = subprocess.run([sys.executable, "-m", "l2p.prompts", "--n", "5"], capture_output=True, text=True,
+    bad = subprocess.run([sys.executable, "-m", "dataset.prompts", "--n", "5"], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--out" in bad.stderr
 

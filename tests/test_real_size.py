@@ -7,11 +7,11 @@ import importlib
 
 import torch
 
+from harness.inprocess import import_pack
+from l2p.format.layouts import comfy_to_official, infer_config, official_to_comfy
 from l2p.head import build_head
-from l2p.layouts import comfy_to_official, infer_config, official_to_comfy
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import official_trunk
-from tests.inprocess import import_pack
 
 REAL = {"dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "cap_feat_dim": 2560, "patch_size": 16}
 
@@ -71,7 +71,7 @@ def real_latent_zimage(layout: str) -> dict[str, torch.Tensor]:
 def test_converting_real_z_image_gives_exactly_the_official_l2p_layout():
     """Planning on meta tensors: both source layouts convert to the released 545-tensor layout, shape for shape."""
     from l2p.convert import plan_conversion
-    from l2p.tensor_io import DictSource
+    from l2p.format.tensor_io import DictSource
 
     official = real_official_layout()
     for layout in ("official", "comfy"):

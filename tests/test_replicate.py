@@ -21,8 +21,8 @@ from PIL import Image
 
 from bench.replicate.config import SMOKE
 from bench.replicate.models import bake_latent_norm, new_vae
-from l2p.dataset import read_metadata
-from l2p.tensor_io import save_safetensors_atomic
+from dataset.folder import read_metadata
+from l2p.format.tensor_io import save_safetensors_atomic
 from shapes_world.text_encoder import load_text_encoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from harness.inprocess import import_pack
 from l2p.schedule import auto_shift, native_pixels, sampling_sigmas, shift_sigma
 from l2p.sizes import PRESETS, plan_size
-from tests.inprocess import import_pack
 
 
 def test_auto_shift_is_monotone_and_equals_manual_at_native_size():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.server import ComfyServer
 from l2p.tiny import DEMO_TE_FILE, write_demo_models
-from scripts.comfy_server import ComfyServer
 from tests.test_convert_nodes import install_tiny_source
 
 WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"

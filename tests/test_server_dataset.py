@@ -15,11 +15,11 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from l2p.dataset import read_metadata
-from l2p.prompts import generate_bank, write_jsonl
-from l2p.tensor_io import save_safetensors_atomic
+from dataset.folder import read_metadata
+from dataset.prompts import generate_bank, write_jsonl
+from harness.server import ComfyServer
+from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.tiny import DEMO_TE_FILE, write_demo_models
-from scripts.comfy_server import ComfyServer
 from tests.test_convert_nodes import install_tiny_source
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def driver(server: ComfyServer, tmp_path: pathlib.Path, out: pathlib.Path, *extr
     prompts = tmp_path / "prompts.jsonl"
     if not prompts.exists():
         write_jsonl(str(prompts), generate_bank(6, seed=5))
-    args = [sys.executable, "-m", "training.make_dataset", "--prompts", str(prompts), "--out", str(out),
+    args = [sys.executable, "-m", "dataset.make", "--prompts", str(prompts), "--out", str(out),
             "--workflow", str(workflow), "--images-per-prompt", "1", *extra]
     for url in servers or (server.url, server.url):  # two workers on one server: the fan-out path
         args += ["--server", url]

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from scripts.comfy_server import ComfyServer, PromptRejected
+from harness.server import ComfyServer, PromptRejected
 
 STOCK_NODES = {"KSampler", "VAEDecode", "VAELoader", "SaveImage", "EmptyImage", "LoadImage"}
 STOCK_NODES |= {"EmptyChromaRadianceLatentImage"}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from l2p.layouts import official_to_comfy
+from harness.server import ComfyServer
+from l2p.format.layouts import official_to_comfy
 from l2p.tiny import (
     DEMO_L2P_FILE,
     official_trunk,
@@ -19,7 +20,6 @@ from l2p.tiny import (
     save_safetensors_atomic,
     write_demo_models,
 )
-from scripts.comfy_server import ComfyServer
 
 WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
+from harness.server import ComfyServer
+from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.pixel_dit import official_state_dict
-from l2p.tensor_io import save_safetensors_atomic
 from l2p.tiny import DEMO_TE_FILE, tiny_l2p, write_demo_models
-from scripts.comfy_server import ComfyServer
 from tests.test_trainer import make_dataset
 
 API = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from l2p.layouts import official_to_comfy
+from harness.server import ComfyServer
+from l2p.format.layouts import official_to_comfy
+from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.pixel_dit import official_state_dict
-from l2p.tensor_io import save_safetensors_atomic
 from l2p.tiny import DEMO_TE_FILE, tiny_l2p, write_demo_models
-from scripts.comfy_server import ComfyServer
 
 API = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
 VARIANTS = {"4k": (64, (192, 128)), "8k": (128, (256, 256)), "10k": (160, (320, 320))}  # patch, (w, h)

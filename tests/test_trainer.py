@@ -20,11 +20,11 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from l2p.dataset import DatasetItem, DatasetWriter, png_bytes
+from dataset.folder import DatasetItem, DatasetWriter, png_bytes
+from l2p.format.layouts import check_l2p
+from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.init_fit import fit_images
-from l2p.layouts import check_l2p
 from l2p.pixel_dit import official_state_dict
-from l2p.tensor_io import save_safetensors_atomic
 from l2p.tiny import tiny_l2p
 from training.trainer import drops_caption
 

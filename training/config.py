@@ -74,7 +74,7 @@ class TrainConfig:
             raise ValueError("dataset is not set: give the dataset folder (--dataset DIR)")
         if not os.path.isdir(self.dataset):
             raise ValueError(f"dataset folder {self.dataset} does not exist: build one with the L2P dataset nodes "
-                             "or python -m training.make_dataset")
+                             "or python -m dataset.make")
         for name in ("steps", "batch_size", "gradient_accumulation_steps", "num_train_timesteps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is {getattr(self, name)}: it must be at least 1")

@@ -1,4 +1,4 @@
-"""The training data: a dataset folder (l2p.dataset layout) in aspect-ratio buckets, in a reproducible order.
+"""The training data: a dataset folder (dataset.folder layout) in aspect-ratio buckets, in a reproducible order.
 
 Each image is scaled down to at most ``max_pixels`` (aspect kept) and centre-cropped to sides that are
 multiples of the model's patch/head grid; images of one size form a bucket and a batch never mixes
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from l2p.dataset import CONDITIONING_KEY, read_metadata
+from dataset.folder import CONDITIONING_KEY, read_metadata
 
 
 @dataclass(frozen=True)

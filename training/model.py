@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from l2p.arch import ARCHITECTURES
+from l2p.format.layouts import COMFY, L2PConfig, comfy_to_official, detect_layout, infer_config
+from l2p.format.tensor_io import open_source
 from l2p.head import build_head
-from l2p.layouts import COMFY, L2PConfig, comfy_to_official, detect_layout, infer_config
 from l2p.pixel_dit import PixelDiT
 from l2p.policies import report, trainable_names
-from l2p.tensor_io import open_source
 from l2p.tiny import official_trunk
 
 

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 
 from l2p import pack_version
-from l2p.layouts import layout_keys
+from l2p.format.layouts import layout_keys
+from l2p.format.tensor_io import PlannedTensor, write_safetensors
 from l2p.sampling import euler_sample
 from l2p.schedule import sampling_sigmas, shift_sigma
 from l2p.sizes import side_multiple
-from l2p.tensor_io import PlannedTensor, write_safetensors
 
 from .checkpoint import (
     checkpoints,

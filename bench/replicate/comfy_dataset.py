@@ -11,8 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
-from l2p.dataset import read_metadata
-from l2p.prompts import PromptRecord
+from dataset.folder import read_metadata
+from dataset.prompts import PromptRecord
 
 from .config import REPO, Budget
 
@@ -44,7 +44,7 @@ def render_dataset(records: list[PromptRecord], files: dict[str, Path], out: Pat
 
     ``files``: models/ subfolder -> file (diffusion_models: the source, vae, text_encoders).
     """
-    from scripts.comfy_server import ComfyServer
+    from harness.server import ComfyServer
 
     with ComfyServer() as server:
         for folder, path in files.items():

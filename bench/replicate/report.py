@@ -289,7 +289,7 @@ def ship(pipeline, report: dict[str, Any], dest: Path = SHIPPED) -> str:
     import safetensors
     import safetensors.torch
 
-    from l2p.tensor_io import save_safetensors_atomic
+    from l2p.format.tensor_io import save_safetensors_atomic
 
     name = best_run(report)
     src = report["runs"][name]["export"]

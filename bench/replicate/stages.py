@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from bench.common import Cache, Stages, psnr, summary
-from l2p.dataset import DatasetItem, DatasetWriter, conditioning_file_bytes, png_bytes
-from l2p.prompts import PromptRecord
-from l2p.tensor_io import save_safetensors_atomic
+from dataset.folder import DatasetItem, DatasetWriter, conditioning_file_bytes, png_bytes
+from dataset.prompts import PromptRecord
+from l2p.format.tensor_io import save_safetensors_atomic
 from shapes_world import detail_ratio, evaluate, make_scenes, prompt_for, stripe_contrast, validate, vocabulary
 from shapes_world.render import render_many
 from shapes_world.scene import TASKS, sample_scene

@@ -1,13 +1,13 @@
 """Render a synthetic dataset with the source model over one or more running ComfyUI servers.
 
-    python -m training.make_dataset --server http://127.0.0.1:8188 [--server URL2 ...] \\
+    python -m dataset.make --server http://127.0.0.1:8188 [--server URL2 ...] \\
         --prompts prompts.jsonl --out DATASET_DIR [--workflow API.json] [--images-per-prompt 2]
 
 One ComfyUI server per GPU is how ComfyUI users scale; the driver keeps each busy with one item at a time.
 Each item's graph is the dataset workflow (``workflows/api/l2p_make_dataset.api.json`` unless
 ``--workflow`` names an API-format export of your own) with the L2P Prompt Bank replaced by the item's
 prompt and seed, and the L2P Dataset Writer replaced by a preview, whose image the driver downloads and
-writes locally through ``l2p.dataset`` (so servers on other machines need no shared disk). Items already
+writes locally through ``dataset.folder`` (so servers on other machines need no shared disk). Items already
 complete in ``--out`` are skipped: rerunning after a stop resumes. A failed item is retried on another
 server; a server that keeps failing is dropped; when every server is gone the driver stops with one line.
 """
@@ -24,10 +24,9 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from l2p.dataset import DatasetItem, DatasetWriter
-from l2p.prompts import PromptRecord, read_jsonl
-
-from .comfy_client import ComfyClient, ComfyServerError, PromptRejected
+from dataset.folder import DatasetItem, DatasetWriter
+from dataset.prompts import PromptRecord, read_jsonl
+from harness.client import ComfyClient, ComfyServerError, PromptRejected
 
 DEFAULT_WORKFLOW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows", "api",
                                 "l2p_make_dataset.api.json")
@@ -176,9 +175,9 @@ def _progress(total: int, done: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.make_dataset", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m dataset.make", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", action="append", required=True, help="a running ComfyUI server URL (repeatable)")
-    ap.add_argument("--prompts", required=True, help="prompt bank .jsonl (python -m l2p.prompts writes one)")
+    ap.add_argument("--prompts", required=True, help="prompt bank .jsonl (python -m dataset.prompts writes one)")
     ap.add_argument("--out", required=True, help="dataset folder (created; complete items are kept)")
     ap.add_argument("--workflow", default=DEFAULT_WORKFLOW, help="API-format dataset workflow")
     ap.add_argument("--images-per-prompt", type=int, default=2)

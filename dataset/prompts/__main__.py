@@ -1,4 +1,4 @@
-"""Build a filtered prompt bank: ``python -m l2p.prompts --n 10000 --seed 0 --out prompts.jsonl``.
+"""Build a filtered prompt bank: ``python -m dataset.prompts --n 10000 --seed 0 --out prompts.jsonl``.
 
 Offline by default (seeded templates); ``--endpoint URL --model NAME`` lets an OpenAI-compatible chat server
 write the prompts instead, falling back to the offline prompt per item. Errors are one line, exit code 2.
@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m l2p.prompts", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m dataset.prompts", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=10000, help="prompts to generate (default 10000, the paper's count)")
     p.add_argument("--seed", type=int, default=0, help="bank seed: category order and per-prompt image seeds")
     p.add_argument("--out", required=True, help="output .jsonl file (written atomically)")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(build_parser().parse_args(argv))
     except UsageError as e:
-        print(f"python -m l2p.prompts: error: {e}", file=sys.stderr)
+        print(f"python -m dataset.prompts: error: {e}", file=sys.stderr)
         return 2
     return 0
 

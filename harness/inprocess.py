@@ -7,7 +7,7 @@ import pathlib
 import sys
 import types
 
-from scripts.comfyui_home import REPO, comfyui_home
+from harness.comfyui_home import REPO, comfyui_home
 
 PACK_NAME = "comfyui_l2p_pack"
 

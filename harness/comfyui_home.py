@@ -5,10 +5,10 @@ source copy that scripts/setup.sh installs under $L2P_CACHE (default ~/.cache/co
 Each core gets its own venv (requirements and frontend differ): ``.venv`` for the default one,
 ``.venv-<folder name>`` for a COMFYUI_PATH.
 
-    python scripts/comfyui_home.py            the ComfyUI folder (fails if it has no main.py)
-    python scripts/comfyui_home.py --no-check the folder, whether or not it exists yet
-    python scripts/comfyui_home.py --venv     the venv for that ComfyUI ($L2P_VENV wins)
-    python scripts/comfyui_home.py --current  where setup.sh unpacks the current core (0.33.0) for tests
+    python harness/comfyui_home.py            the ComfyUI folder (fails if it has no main.py)
+    python harness/comfyui_home.py --no-check the folder, whether or not it exists yet
+    python harness/comfyui_home.py --venv     the venv for that ComfyUI ($L2P_VENV wins)
+    python harness/comfyui_home.py --current  where setup.sh unpacks the current core (0.33.0) for tests
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from .head import HEAD_VARIANTS, detect_head_variant, head_width_div
+from ..head import HEAD_VARIANTS, detect_head_variant, head_width_div
 from .keys import L2PFormatError, strip_prefix
 
 OFFICIAL = "official"
@@ -238,7 +238,7 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> L2PConfig:
 
 def trunk_config(sd: Mapping[str, torch.Tensor], in_channels: int, head_variant: str | None) -> L2PConfig:
     """The NextDiT trunk's configuration from shapes (prefix already stripped); the source arch from its keys."""
-    from .arch import detect_arch
+    from ..arch import detect_arch
 
     arch = detect_arch(sd.keys())
     keys = list(sd.keys())

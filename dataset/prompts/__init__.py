@@ -1,6 +1,6 @@
 """Prompt banks for L2P's synthetic dataset (paper §3.2): taxonomy -> prompts -> filter -> JSON Lines.
 
-Pure Python (no ComfyUI, no torch): ``python -m l2p.prompts --n 10000 --seed 0 --out prompts.jsonl``.
+Pure Python (no ComfyUI, no torch): ``python -m dataset.prompts --n 10000 --seed 0 --out prompts.jsonl``.
 """
 
 from .chat import ChatPromptWriter

@@ -1,6 +1,6 @@
 """A small client for a running ComfyUI server (HTTP + websocket): queue API workflows, wait for them,
 read results and fetch output files. Used by the headless dataset driver against user servers, and by
-the test/demo harness (scripts/comfy_server.py), which adds process management around it.
+the test/demo harness (harness/server.py), which adds process management around it.
 """
 
 from __future__ import annotations

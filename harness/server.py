@@ -36,11 +36,11 @@ from types import TracebackType
 from typing import Any
 
 try:
-    from scripts.comfyui_home import REPO, comfyui_home
-except ImportError:  # run as a plain file (python scripts/comfy_server.py): scripts/ itself is on sys.path
+    from harness.comfyui_home import REPO, comfyui_home
+except ImportError:  # run as a plain file (python harness/server.py): harness/ itself is on sys.path
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    from scripts.comfyui_home import REPO, comfyui_home
-from training.comfy_client import ComfyClient, ComfyServerError, PromptRejected, RunResult
+    from harness.comfyui_home import REPO, comfyui_home
+from harness.client import ComfyClient, ComfyServerError, PromptRejected, RunResult
 
 __all__ = ["ComfyServer", "ComfyServerError", "PromptRejected", "RunResult", "free_port"]
 
@@ -312,7 +312,7 @@ class ComfyServer(ComfyClient):
 
 
 if __name__ == "__main__":
-    # Smoke check: python -m scripts.comfy_server  -> starts, reports, stops.
+    # Smoke check: python -m harness.server  -> starts, reports, stops.
     with ComfyServer() as srv:
         print(f"ComfyUI {srv.url} ready in {srv.startup_seconds:.1f}s; {len(srv.node_types())} node types")
         print(f"import failures: {srv.import_failures() or 'none'}")
