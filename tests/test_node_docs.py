@@ -6,6 +6,16 @@ from __future__ import annotations
 import pathlib
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "js" / "docs"
+# Node ids are a public contract (saved workflows name them): once released, an id is never renamed or dropped.
+RELEASED = {"L2PModelLoader", "L2PEmptyImage", "L2PTextEncoderLoader", "L2PSourceModelLoader", "L2PConvert",
+            "L2PSaveCheckpoint", "L2PNoiseShift", "L2PPromptBank", "L2PDatasetWriter", "L2PHeadTiling", "L2PTrain",
+            "L2PDemoTextEncode", "L2PDemoVAELoader"}
+
+
+def test_released_node_ids_stay(comfy_server):
+    ours = {k for k, v in comfy_server.object_info().items() if "ComfyUI-L2P" in str(v.get("python_module", ""))}
+    assert RELEASED <= ours, f"released node ids missing: {sorted(RELEASED - ours)}"
+    assert all(k.startswith("L2P") for k in ours), sorted(ours)
 
 
 def test_every_l2p_node_is_documented(comfy_server):
