@@ -36,6 +36,7 @@ def measure(size: int, layers: int) -> dict:
     import torch
 
     from harness.inprocess import import_pack
+    from l2p.arch import ZIMAGE
     from l2p.format.layouts import L2PConfig
 
     model_mod = importlib.import_module(import_pack().__name__ + ".nodes.comfy_core")
@@ -43,7 +44,7 @@ def measure(size: int, layers: int) -> dict:
 
     cfg = L2PConfig(dim=3840, n_heads=30, n_layers=layers, n_noise_refiner=1, n_context_refiner=1, cap_feat_dim=2560,
                     patch_size=16, in_channels=3, ffn_hidden_dim=10240, t_embed_hidden=1024, adaln_dim=256,
-                    head_variant="1k", axes_dims=(32, 48, 48))
+                    head_variant="1k", axes_dims=ZIMAGE.axes_dims(3840 // 30))
     dit = model_mod.NextDiTL2P(**model_mod.unet_config_for(cfg), operations=comfy.ops.disable_weight_init)
     with torch.no_grad():
         for p in dit.parameters():

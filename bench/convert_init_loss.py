@@ -46,7 +46,7 @@ from l2p.head import build_head
 from l2p.init_fit import fit_images, patch_pairs
 from l2p.pixel_dit import PixelDiT
 from l2p.policies import trainable_names
-from l2p.tiny import TINY_L2P, official_trunk
+from l2p.tiny import TINY_L2P, official_trunk, reference_vae, zimage_trunk
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache" / "convert_init_loss"
@@ -165,12 +165,8 @@ def eval_set(x0: Tensor, n_sigmas: int, seed: str) -> tuple[Tensor, Tensor, Tens
 
 def new_vae() -> nn.Module:
     """8x down (4 blocks), 16 latent channels; narrow and without mid-block attention to train fast on CPU."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 32, 32, 32),
-                         layers_per_block=1, latent_channels=LATENT_CH, norm_num_groups=8, sample_size=SIZE,
-                         mid_block_add_attention=False)
+    return reference_vae((16, 32, 32, 32), latent_channels=LATENT_CH, norm_num_groups=8, sample_size=SIZE,
+                         mid_attention=False)
 
 
 @torch.no_grad()
@@ -215,14 +211,7 @@ def train_vae(budget: Budget, pool: Tensor, held_out: Tensor) -> tuple[nn.Module
 # --- stage 2: latent source ---------------------------------------------------------------------------------
 
 def new_source() -> nn.Module:
-    from diffusers import ZImageTransformer2DModel
-
-    t = TINY_L2P
-    head_dim = t["dim"] // t["n_heads"]
-    return ZImageTransformer2DModel(all_patch_size=(LATENT_PATCH,), in_channels=LATENT_CH, dim=t["dim"],
-                                    n_layers=t["n_layers"], n_refiner_layers=t["n_refiner_layers"],
-                                    n_heads=t["n_heads"], n_kv_heads=t["n_heads"], cap_feat_dim=t["cap_feat_dim"],
-                                    axes_dims=[head_dim // 4, head_dim * 3 // 8, head_dim * 3 // 8])
+    return zimage_trunk(in_channels=LATENT_CH, **{**TINY_L2P, "patch_size": LATENT_PATCH})
 
 
 def source_predict(source: nn.Module) -> Predict:

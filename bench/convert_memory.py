@@ -38,18 +38,14 @@ NAIVE = (
 
 def synthetic_source(path: str, gb: float) -> int:
     """A latent Z-Image-shaped DiT (dim 2048) with as many blocks as fit in ``gb``; returns its byte size."""
-    from diffusers import ZImageTransformer2DModel
+    from l2p.tiny import zimage_trunk
 
-    dim, per_block = 2048, 0
-    with torch.device("meta"):
-        one = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=dim,
-                                       n_layers=1, n_refiner_layers=1, n_heads=16, n_kv_heads=16, cap_feat_dim=1024,
-                                       axes_dims=[32, 48, 48])
-        per_block = sum(p.numel() for n, p in one.named_parameters() if n.startswith("layers.0.")) * 2
-        n_layers = max(2, int(gb * 1e9 / per_block))
-        dit = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=dim,
-                                       n_layers=n_layers, n_refiner_layers=1, n_heads=16, n_kv_heads=16,
-                                       cap_feat_dim=1024, axes_dims=[32, 48, 48])
+    shape = {"in_channels": 16, "patch_size": 2, "dim": 2048, "n_refiner_layers": 1, "n_heads": 16,
+             "cap_feat_dim": 1024, "device": "meta"}
+    one = zimage_trunk(n_layers=1, **shape)
+    per_block = sum(p.numel() for n, p in one.named_parameters() if n.startswith("layers.0.")) * 2
+    n_layers = max(2, int(gb * 1e9 / per_block))
+    dit = zimage_trunk(n_layers=n_layers, **shape)
     plan = [PlannedTensor(k, torch.empty(v.shape, dtype=torch.bfloat16, device="meta"),
                           lambda v=v: (torch.randn(v.shape) * 0.02).to(torch.bfloat16))
             for k, v in dit.state_dict().items()]

@@ -58,7 +58,7 @@ from torch import nn
 from l2p.head import HEAD_VARIANTS, build_head, variant_for_patch
 from l2p.head_tiling import auto_tile_size, head_memory_bytes, run_head_tiled, tiled_memory_bytes
 from l2p.pixel_dit import PixelDiT
-from l2p.tiny import official_trunk
+from l2p.tiny import FLUX_VAE, official_trunk, reference_vae, zimage_trunk
 from training.plots import bar_chart
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,11 +69,7 @@ LATENT_CH, VAE_DOWN = 16, 8
 STEPS = 50  # UHR inference default (l2p-technical.md §1.7), for the whole-generation ratio
 RESERVE = 3 * GIB  # left free for the other users of this machine
 # Flux / Z-Image VAE (performance.md §1: 16 ch, 128/256/512/512, 2 layers per block; no quant convs)
-VAE_CONFIG = {"in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * 4,
-              "up_block_types": ("UpDecoderBlock2D",) * 4, "block_out_channels": (128, 256, 512, 512),
-              "layers_per_block": 2, "latent_channels": LATENT_CH, "norm_num_groups": 32, "sample_size": 1024,
-              "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False,
-              "use_post_quant_conv": False}
+VAE_CONFIG = FLUX_VAE
 
 
 @dataclass(frozen=True)
@@ -203,7 +199,7 @@ def vae_decoder_flops(h: int, w: int) -> tuple[float, float]:
         if i < len(chans) - 1:
             px *= 4
             conv += 9 * c * c * px
-    conv += 9 * cin * VAE_CONFIG["out_channels"] * px
+    conv += 9 * cin * 3 * px  # to RGB
     return 2.0 * conv, 2.0 * attn
 
 
@@ -285,15 +281,9 @@ class HookTimer:
 
 
 def latent_trunk(setup: Setup, layers: int, refiners: int, device: str | None = None) -> nn.Module:
-    """Latent Z-Image: patch 2 over 16 latent channels, with its final layer (RoPE axes as official_trunk's)."""
-    from diffusers import ZImageTransformer2DModel
-
-    hd = setup.dim // setup.heads
-    with torch.device(device or "cpu"):
-        return ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=LATENT_CH,
-                                        dim=setup.dim, n_layers=layers, n_refiner_layers=refiners,
-                                        n_heads=setup.heads, n_kv_heads=setup.heads, cap_feat_dim=setup.cap_dim,
-                                        axes_dims=[hd // 4, hd * 3 // 8, hd * 3 // 8])
+    """Latent Z-Image: patch 2 over 16 latent channels, with its final layer."""
+    return zimage_trunk(in_channels=LATENT_CH, patch_size=2, dim=setup.dim, n_layers=layers, n_refiner_layers=refiners,
+                        n_heads=setup.heads, cap_feat_dim=setup.cap_dim, device=device)
 
 
 def l2p_model(setup: Setup, job: Job, layers: int, refiners: int, device: str | None = None) -> PixelDiT:
@@ -305,12 +295,7 @@ def l2p_model(setup: Setup, job: Job, layers: int, refiners: int, device: str | 
 
 
 def vae_decoder(device: str | None = None) -> nn.Module:
-    from diffusers import AutoencoderKL
-
-    with torch.device(device or "cpu"):
-        vae = AutoencoderKL(**VAE_CONFIG)
-    vae.encoder = None  # decode only
-    return vae
+    return reference_vae(**VAE_CONFIG, decoder_only=True, device=device)
 
 
 def child_trunk(job: Job, setup: Setup, probe: Probe) -> dict:

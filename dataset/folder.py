@@ -3,9 +3,9 @@
 
 The layout is what ComfyUI's own dataset nodes read (an image and a caption file with the same stem) and
 what common trainers read (diffusers' image folder: ``metadata.jsonl`` with ``file_name`` and ``text``;
-kohya / SimpleTuner: png + txt). Each file is written to a temp name and renamed; the item's line in
-``metadata.jsonl`` is appended last, under a lock, and is the completion marker: an index with a line is
-complete and is never rewritten; an index without one (a run stopped mid-item) is written again.
+kohya / SimpleTuner: png + txt). Each file is written atomically (``atomic_file``, the pack's one writer);
+the item's line in ``metadata.jsonl`` is appended last, under a lock, and is the completion marker: an index
+with a line is complete and is never rewritten; an index without one (a run stopped mid-item) is written again.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+
+try:  # inside ComfyUI dataset/ is a sub-package of the pack; outside (training, tests, dataset.make) top-level
+    from ..l2p.format.atomic import atomic_file
+except ImportError:
+    from l2p.format.atomic import atomic_file
 
 METADATA = "metadata.jsonl"
 LOCK = ".metadata.lock"
@@ -50,15 +55,8 @@ class ItemConflict(ValueError):
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 @contextmanager

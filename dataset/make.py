@@ -15,7 +15,6 @@ server; a server that keeps failing is dropped; when every server is gone the dr
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import queue
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from dataset.folder import DatasetItem, DatasetWriter
 from dataset.prompts import PromptRecord, read_jsonl
 from harness.client import ComfyClient, ComfyServerError, PromptRejected
+from harness.graph import inline_outputs, replace_node
 
 DEFAULT_WORKFLOW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows", "api",
                                 "l2p_make_dataset.api.json")
@@ -49,21 +49,9 @@ def jobs_for(records: list[PromptRecord], images_per_prompt: int) -> list[Job]:
 
 def item_graph(workflow: dict, job: Job) -> dict:
     """The workflow for one item: bank outputs become literal inputs, the writer becomes a PreviewImage."""
-    graph = copy.deepcopy(workflow)
-    banks = [nid for nid, node in graph.items() if node.get("class_type") == BANK]
-    writers = [nid for nid, node in graph.items() if node.get("class_type") == WRITER]
-    if len(banks) != 1 or len(writers) != 1:
-        raise ValueError(f"the workflow needs exactly one {BANK} and one {WRITER} node (found {len(banks)} and "
-                         f"{len(writers)}): export the dataset workflow in API format")
     values = {"prompt": job.record.prompt, "seed": job.seed, "category": job.record.category, "index": job.index}
-    for node in graph.values():
-        for name, value in node.get("inputs", {}).items():
-            if isinstance(value, list) and len(value) == 2 and str(value[0]) == banks[0]:
-                node["inputs"][name] = values[BANK_OUTPUTS[int(value[1])]]
-    images = graph[writers[0]]["inputs"]["images"]
-    graph[writers[0]] = {"class_type": "PreviewImage", "inputs": {"images": images}}
-    del graph[banks[0]]
-    return graph
+    graph = inline_outputs(workflow, BANK, [values[name] for name in BANK_OUTPUTS])
+    return replace_node(graph, WRITER, "PreviewImage", keep=("images",))
 
 
 class Driver:
@@ -196,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read workflow {args.workflow} ({e}): give an API-format export") from None
         if records:
-            item_graph(workflow, jobs_for(records, 1)[0])  # checks the graph has one bank and one writer
+            try:
+                item_graph(workflow, jobs_for(records, 1)[0])  # checks the graph has one bank and one writer
+            except ValueError as e:
+                raise ValueError(f"{args.workflow}: {e}") from None
         writer = DatasetWriter(args.out)
         servers = reachable(args.server)
         jobs = jobs_for(records, args.images_per_prompt)[: args.limit]

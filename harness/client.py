@@ -1,6 +1,17 @@
-"""A small client for a running ComfyUI server (HTTP + websocket): queue API workflows, wait for them,
-read results and fetch output files. Used by the headless dataset driver against user servers, and by
-the test/demo harness (harness/server.py), which adds process management around it.
+"""Client for any running ComfyUI server, local or remote (HTTP + websocket): queue API-format prompts, wait
+for them, read the outcome and fetch output files. The dataset driver (dataset/make.py) uses it as is against
+users' servers; harness/server.py subclasses it to launch a local throw-away ComfyUI for the tests, the demo and
+the replication. Graphs are edited with harness/graph.py before they are queued.
+
+This is the one place that reads ComfyUI's execution events (facts from ComfyUI 0.3.75 execution.py / main.py):
+
+* websocket messages ``{"type": kind, "data": {..., "prompt_id"}}`` to our client_id. ``executing`` with
+  ``node`` None, ``execution_error`` and ``execution_interrupted`` end a prompt; the rest (``execution_start``,
+  ``execution_cached``, ``progress``, ``executed``, ``execution_success``) are only kept in RunResult.events.
+* the history entry (``GET /history/<prompt_id>``), the source of truth: ``outputs`` per node, and ``status``
+  with ``status_str`` ("success"/"error") and ``messages`` as ``[kind, data]`` pairs, which keep the
+  ``execution_error`` payload (node_id, node_type, exception_message, traceback). History is written before
+  the final ``executing`` (node None) message is sent.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Order: $COMFYUI_PATH; the ComfyUI whose custom_nodes/ holds this pack; otherwise the ComfyUI 0.3.75
 source copy that scripts/setup.sh installs under $L2P_CACHE (default ~/.cache/comfyui-l2p).
 Each core gets its own venv (requirements and frontend differ): ``.venv`` for the default one,
-``.venv-<folder name>`` for a COMFYUI_PATH.
+``.venv-<folder name>`` for a COMFYUI_PATH. Standard library only: the shell scripts run this file directly,
+before any venv exists.
 
     python harness/comfyui_home.py            the ComfyUI folder (fails if it has no main.py)
     python harness/comfyui_home.py --no-check the folder, whether or not it exists yet

@@ -1,8 +1,10 @@
-"""Start a real, headless ComfyUI server in a throw-away base directory and drive it over HTTP/websocket.
+"""Launch a local, throw-away headless ComfyUI (its own temp base directory) and drive it as a ComfyClient.
 
-Used by the tests (tests/conftest.py) and by scripts/demo.py, so that both exercise the pack exactly the way a
-user's ComfyUI loads it: the repository is symlinked into ``<base>/custom_nodes/ComfyUI-L2P`` and ComfyUI's own
-loader imports it. Nothing is mocked. Every wait is bounded; only 127.0.0.1 is used.
+Used by the tests (tests/conftest.py), the demo (scripts/demo.py) and the replication
+(bench/replicate/comfy_dataset.py), so that all of them exercise the pack exactly the way a user's ComfyUI loads
+it: the repository is symlinked into ``<base>/custom_nodes/ComfyUI-L2P`` and ComfyUI's own loader imports it.
+Nothing is mocked. Every wait is bounded; only 127.0.0.1 is used. Talking to the server (queue, wait, results,
+event parsing) is harness/client.py's job; a server someone else runs needs only the client.
 
 ComfyUI 0.3.75 facts this relies on (read from its main.py / folder_paths.py / cli_args.py):
 
@@ -12,8 +14,6 @@ ComfyUI 0.3.75 facts this relies on (read from its main.py / folder_paths.py / c
   so we pass ``--database-url`` pointing into B to keep servers isolated and the ComfyUI copy clean.
 * Nodes (custom ones included) are imported before the HTTP server listens: the first 200 from
   ``/system_stats`` means every node is registered.
-* History is written before the final ``executing`` (node None) websocket message is sent, and it keeps the
-  ``execution_error`` payload (exception_message, traceback, ...) in ``status.messages``.
 """
 
 from __future__ import annotations

@@ -124,6 +124,8 @@ function drawLoss(panel) {
   canvas.dataset.points = String(series.length);
 }
 
+// detail: a trainer event as training/contract.py defines it (EVENTS), plus the node id and, for validation,
+// the images as /view arguments (ws_payload); tests/test_contract.py checks every field read here against it.
 function onTrainEvent(detail) {
   const node = app.graph?.getNodeById(Number(detail.node)) ?? app.graph?.getNodeById(detail.node);
   const panel = node?.l2pPanel;
@@ -131,8 +133,11 @@ function onTrainEvent(detail) {
   const st = panel.state;
   switch (detail.event) {
     case "start":
+      Object.assign(st, { step: detail.step, steps: detail.steps, globalBatch: detail.global_batch });
+      panel.stop.disabled = false;
+      break;
     case "resumed":
-      Object.assign(st, { step: detail.step, steps: detail.steps ?? st.steps, globalBatch: detail.global_batch ?? st.globalBatch });
+      st.step = detail.step;
       panel.stop.disabled = false;
       break;
     case "log":

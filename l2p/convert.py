@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import pack_version
 from .arch import SourceArch, detect_arch
-from .format.keys import L2PFormatError, strip_prefix
-from .format.layouts import COMFY, OFFICIAL, detect_layout, layout_keys
-from .format.tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash, write_safetensors
+from .format.export import OWN, Export, export_metadata, layout_plan, plan_export
+from .format.keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix, with_head_prefix
+from .format.layouts import COMFY, OFFICIAL, detect_layout
+from .format.tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash
 from .head import HEAD_VARIANTS, build_head, detect_head_variant
 from .init_fit import FIT_INITS, fit_pixel_embedder
 from .policies import report
@@ -36,12 +36,10 @@ INITS = ("official", *FIT_INITS)
 LAYOUTS = (OFFICIAL, COMFY)
 
 
-@dataclass
-class Conversion:
+@dataclass(frozen=True)
+class Conversion(Export):
     arch: SourceArch
     layout: str
-    plan: list[PlannedTensor]
-    metadata: dict[str, str]
 
 
 def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "official", seed: int = 0,
@@ -61,8 +59,8 @@ def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "off
         raise ValueError(f"patch size {patch_size} must be a positive number of pixels, e.g. 16")
     names = strip_prefix({k: k for k in source.meta})  # stripped name -> name in the source
     meta = {k: source.meta[v] for k, v in names.items()}
-    if any(k.startswith("local_decoder.") for k in meta):
-        raise L2PFormatError("the source is already an L2P model (it has local_decoder.*): load it with "
+    if has_head(meta):
+        raise L2PFormatError(f"the source is already an L2P model (it has {HEAD_PREFIX}*): load it with "
                              "L2PModelLoader instead of converting it")
     arch = detect_arch(meta.keys())
     layout = layout or (OFFICIAL if arch.official_layout else COMFY)
@@ -77,10 +75,7 @@ def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "off
     def get(name: str) -> torch.Tensor:
         return source.get(names[name])
 
-    plan = []
-    for m in layout_keys(body, layout, patch_size):
-        made = m.make(lambda k: meta[k])  # the same key map on meta tensors gives the output shape
-        plan.append(PlannedTensor(m.name, made, lambda m=m: m.make(get)))
+    plan = layout_plan({k: meta[k] for k in body}, layout, patch_size, get)
     new = _new_tensors(arch, meta, get, dim, patch_size, init, seed, head_variant, fit_pairs, head_width_div)
     embed = f"all_x_embedder.{patch_size}-1." if layout == OFFICIAL else "x_embedder."
     for name, t in new.items():
@@ -89,18 +84,17 @@ def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "off
         plan.append(PlannedTensor(out_name, torch.empty(t.shape, dtype=t.dtype, device="meta"), lambda t=t: t))
     n_layers = len(arch.blocks(meta.keys()))
     rep = report({p.name: p.meta.shape for p in plan}, policy, n_layers)
-    metadata = {
-        "l2p.arch": arch.name, "l2p.patch_size": str(patch_size), "l2p.head_variant": head_variant,
-        "l2p.init": init, "l2p.seed": str(seed), "l2p.policy": policy, "l2p.policy_report": str(rep),
-        "l2p.layout": layout, "l2p.pack_version": pack_version(),
-        "l2p.source_hash": source_hash or tensors_hash(source),
-    }
-    return Conversion(arch, layout, plan, metadata)
+    metadata = export_metadata(layout, {
+        "arch": arch.name, "patch_size": patch_size, "head_variant": head_variant, "init": init, "seed": seed,
+        "policy": policy, "policy_report": rep, "layout": OWN, "pack_version": OWN,
+        "source_hash": source_hash or tensors_hash(source),
+    })
+    return Conversion(plan, metadata, arch, layout)
 
 
 def _new_tensors(arch: SourceArch, meta: Mapping[str, torch.Tensor], get, dim: int, patch_size: int, init: str,
                  seed: int, head_variant: str, fit_pairs, head_width_div: int = 1) -> dict[str, torch.Tensor]:
-    """``embedder.weight/bias`` and ``local_decoder.*`` in float32, seeded."""
+    """``embedder.weight/bias`` and the head (``local_decoder.*``) in float32, seeded."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         embedder = nn.Linear(patch_size * patch_size * 3, dim)
@@ -112,7 +106,7 @@ def _new_tensors(arch: SourceArch, meta: Mapping[str, torch.Tensor], get, dim: i
         b_lat = get(next(k for k in latent if k.endswith("bias")))
         weight, bias = fit_pixel_embedder(w_lat, b_lat, *fit_pairs, method=init)
     out = {"embedder.weight": weight, "embedder.bias": bias}
-    out.update({f"local_decoder.{k}": v.detach() for k, v in head.state_dict().items()})
+    out.update(with_head_prefix({k: v.detach() for k, v in head.state_dict().items()}))
     return out
 
 
@@ -175,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         source = open_source(args.source)
-        if any(".local_decoder." in f".{k}" for k in source.meta):
+        if any(f".{HEAD_PREFIX}" in f".{k}" for k in source.meta):  # an L2P source, under any prefix
             return _rehead(source, args)
         known = {v.cls.patch_size: name for name, v in HEAD_VARIANTS.items()}
         head = args.head or known.get(args.patch, "1k")  # other patches: the 1K head (features resized)
@@ -190,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         conv = plan_conversion(source, patch_size=patch, init=args.init, seed=args.seed, layout=args.layout,
                                policy=args.policy, fit_pairs=fit_pairs, head_variant=head,
                                head_width_div=args.head_width_div)
-        write_safetensors(args.out, conv.plan, conv.metadata, progress=_tqdm_progress)
+        conv.write(args.out, progress=_tqdm_progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -208,15 +202,14 @@ def _rehead(source: TensorSource, args: argparse.Namespace) -> int:
     sd = {k: source.get(k) for k in source.meta}
     out = l2p_to_variant(sd, args.head, seed=args.seed)
     layout = args.layout or detect_layout(strip_prefix(sd).keys())
-    plan = [PlannedTensor(m.name, m.make(lambda k: out[k].to("meta")), lambda m=m: m.make(out.__getitem__))
-            for m in layout_keys(out.keys(), layout, HEAD_VARIANTS[args.head].cls.patch_size)]
-    metadata = {**{k: v for k, v in source.metadata.items() if k.startswith("l2p.")},
-                "l2p.head_variant": args.head, "l2p.patch_size": str(HEAD_VARIANTS[args.head].cls.patch_size),
-                "l2p.init": f"rehead_from_{detect_head_variant(sd.keys())}", "l2p.layout": layout,
-                "l2p.inherited_head": ",".join(inherited_head_tensors(sd, args.head)),
-                "l2p.pack_version": pack_version(), "l2p.seed": str(args.seed)}
-    write_safetensors(args.out, plan, metadata, progress=_tqdm_progress)
-    print(json.dumps({"out": args.out, **metadata}, indent=1))
+    patch = HEAD_VARIANTS[args.head].cls.patch_size
+    exp = plan_export(out, layout, patch, {
+        "head_variant": args.head, "patch_size": patch, "init": f"rehead_from_{detect_head_variant(sd.keys())}",
+        "layout": OWN, "inherited_head": ",".join(inherited_head_tensors(sd, args.head)), "pack_version": OWN,
+        "seed": args.seed,
+    }, inherited=source.metadata)
+    exp.write(args.out, progress=_tqdm_progress)
+    print(json.dumps({"out": args.out, **exp.metadata}, indent=1))
     return 0
 
 

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .format.keys import HEAD_PREFIX
+
 TORCH_OPS = SimpleNamespace(Conv2d=nn.Conv2d)
 
 
@@ -252,7 +254,7 @@ HEAD_VARIANTS: dict[str, HeadVariant] = {
 
 def detect_head_variant(keys: Iterable[str]) -> str:
     """Which Detailer Head the ``local_decoder.*`` keys describe (defaults to the 1K head)."""
-    head_keys = {k.split("local_decoder.", 1)[1] for k in keys if "local_decoder." in k}
+    head_keys = {k.split(HEAD_PREFIX, 1)[1] for k in keys if HEAD_PREFIX in k}  # under any checkpoint prefix
     for variant in HEAD_VARIANTS.values():
         if variant.marker in head_keys:
             return variant.name
@@ -270,7 +272,7 @@ def head_width_div(keys_to_shapes) -> int:
     """How many times narrower than the official head a ``local_decoder`` is (1 for released checkpoints),
     read from its bottleneck (512 output channels in every official variant)."""
     for key, value in keys_to_shapes.items():
-        if key.endswith("local_decoder.bottleneck.0.weight"):
+        if key.endswith(HEAD_PREFIX + "bottleneck.0.weight"):
             out = int(value.shape[0])
             if out < 1 or DetailerHead.bottleneck_out % out:
                 raise ValueError(f"the Detailer Head's bottleneck has {out} channels; expected 512 divided by a "

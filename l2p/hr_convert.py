@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from .format.keys import L2PFormatError, strip_prefix
+from .format.keys import HEAD_PREFIX, L2PFormatError, has_head, head_part, strip_prefix
 from .format.layouts import OFFICIAL, X_EMBEDDER_RE, detect_layout, infer_patch_size
 from .head import HEAD_VARIANTS, build_head, detect_head_variant
 
@@ -41,7 +41,7 @@ def resize_patch_embedder(weight: torch.Tensor, p: int, q: int, channels: int = 
 def l2p_to_variant(sd: Mapping[str, torch.Tensor], variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """An L2P state dict (either layout) re-headed as ``variant`` with its embedder resized to that patch."""
     sd = strip_prefix(sd)
-    if not any(k.startswith("local_decoder.") for k in sd):
+    if not has_head(sd):
         raise L2PFormatError("the source has no Detailer Head: convert a latent model with python -m l2p.convert "
                              "--head VARIANT instead")
     if variant not in HEAD_VARIANTS:
@@ -54,7 +54,7 @@ def l2p_to_variant(sd: Mapping[str, torch.Tensor], variant: str, seed: int = 0) 
     q = HEAD_VARIANTS[variant].cls.patch_size
     out: dict[str, torch.Tensor] = {}
     for key, tensor in sd.items():
-        if key.startswith("local_decoder."):
+        if key.startswith(HEAD_PREFIX):
             continue
         m = X_EMBEDDER_RE.match(key)
         if m or key.startswith("x_embedder."):
@@ -68,11 +68,11 @@ def l2p_to_variant(sd: Mapping[str, torch.Tensor], variant: str, seed: int = 0) 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = build_head(variant, dim).state_dict()
-    old = {k[len("local_decoder."):]: v for k, v in sd.items() if k.startswith("local_decoder.")}
+    old = head_part(sd)
     for name, fresh in head.items():
         src = old.get(name)
         value = src if src is not None and src.shape == fresh.shape else fresh.to(dtype)
-        out[f"local_decoder.{name}"] = value
+        out[HEAD_PREFIX + name] = value
     return out
 
 
@@ -81,5 +81,5 @@ def inherited_head_tensors(sd: Mapping[str, torch.Tensor], variant: str) -> list
     sd = strip_prefix(sd)
     with torch.device("meta"):
         fresh = build_head(variant, int(sd["cap_embedder.1.weight"].shape[0])).state_dict()
-    return sorted(k for k, v in fresh.items() if sd.get(f"local_decoder.{k}") is not None
-                  and sd[f"local_decoder.{k}"].shape == v.shape)
+    old = head_part(sd)
+    return sorted(k for k, v in fresh.items() if old.get(k) is not None and old[k].shape == v.shape)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .format.keys import with_head_prefix
 from .head import build_head
 
 
@@ -58,5 +59,5 @@ class PixelDiT(nn.Module):
 def official_state_dict(trunk: nn.Module, head: nn.Module) -> dict[str, torch.Tensor]:
     """Official L2P layout: the trunk without its latent final layer, plus ``local_decoder.*``."""
     sd = {k: v for k, v in trunk.state_dict().items() if not k.startswith("all_final_layer.")}
-    sd.update({f"local_decoder.{k}": v for k, v in head.state_dict().items()})
+    sd.update(with_head_prefix(head.state_dict()))
     return sd

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from .format.keys import HEAD_PREFIX
+
 POLICIES = ("paper", "official")
 _BLOCK = re.compile(r"^layers\.(\d+)\.")
 
@@ -63,7 +65,7 @@ def trained_blocks(policy: str, n_layers: int) -> set[int]:
 
 
 def _is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
-    if name.startswith(("all_x_embedder.", "x_embedder.", "local_decoder.")):
+    if name.startswith(("all_x_embedder.", "x_embedder.", HEAD_PREFIX)):
         return True
     m = _BLOCK.match(name)
     if m:

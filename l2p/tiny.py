@@ -1,8 +1,9 @@
-"""Tiny models of the real architectures, with random weights, for tests and the demo.
+"""The reference models, built one way for tests, benches and the demo; tiny ones with seeded random weights.
 
-The L2P trunk comes from diffusers' ``ZImageTransformer2DModel`` (its names are the official L2P layout)
-with the latent final layer dropped and an L2P Detailer Head added; the text encoder is a transformers
-Qwen3. Nothing is downloaded: the weights are drawn from a seeded generator.
+``zimage_trunk`` is the one builder of the Z-Image DiT (diffusers' ``ZImageTransformer2DModel``, latent or as the
+L2P pixel trunk, whose names are the official L2P layout) and ``reference_vae`` the one builder of the 8x, 16-channel
+``AutoencoderKL``. The tiny L2P model is the pixel trunk with an L2P Detailer Head added; the text encoder is a
+transformers Qwen3. Nothing is downloaded: the weights are drawn from a seeded generator.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 import torch
 
+from .arch import ZIMAGE
 from .format.tensor_io import save_safetensors_atomic
 from .head import build_head, variant_for_patch
 from .pixel_dit import official_state_dict
@@ -21,31 +23,72 @@ TINY_QWEN3 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 
               "num_key_value_heads": 1, "head_dim": 32}
 
 
-def official_trunk(dim: int, n_layers: int, n_refiner_layers: int, n_heads: int, cap_feat_dim: int,
-                   patch_size: int = 16, device: str | torch.device | None = None):
-    """diffusers' Z-Image DiT on pixel patches (in_channels 3): the official trunk, by key names and maths."""
+def zimage_trunk(*, in_channels: int, patch_size: int, dim: int, n_layers: int, n_refiner_layers: int,
+                 n_heads: int, cap_feat_dim: int, seed: int | None = None,
+                 device: str | torch.device | None = None) -> torch.nn.Module:
+    """diffusers' Z-Image DiT (``ZImageTransformer2DModel``, final layer included): the one builder of the trunk.
+
+    One patch size (frame patch 1), as many key/value heads as heads, and Z-Image's RoPE split of the head
+    (``ZIMAGE.axes_dims``: a quarter, three eighths, three eighths). ``in_channels`` 16 with ``patch_size`` 2 is
+    a latent Z-Image, 3 with a pixel patch the L2P trunk. Weights: diffusers' default init drawn from torch's
+    global generator (seed it first for a reproducible model), or with ``seed`` every parameter filled by
+    ``randomize_``. ``device`` "meta" builds shapes only.
+    """
     from diffusers import ZImageTransformer2DModel
 
-    head_dim = dim // n_heads
-    axes = [head_dim // 4, head_dim * 3 // 8, head_dim * 3 // 8]
+    axes = list(ZIMAGE.axes_dims(dim // n_heads))
     with torch.device(device or "cpu"):
-        return ZImageTransformer2DModel(all_patch_size=(patch_size,), all_f_patch_size=(1,), in_channels=3, dim=dim,
-                                        n_layers=n_layers, n_refiner_layers=n_refiner_layers, n_heads=n_heads,
-                                        n_kv_heads=n_heads, cap_feat_dim=cap_feat_dim, axes_dims=axes)
+        trunk = ZImageTransformer2DModel(all_patch_size=(patch_size,), all_f_patch_size=(1,), in_channels=in_channels,
+                                         dim=dim, n_layers=n_layers, n_refiner_layers=n_refiner_layers,
+                                         n_heads=n_heads, n_kv_heads=n_heads, cap_feat_dim=cap_feat_dim,
+                                         axes_dims=axes)
+    return trunk if seed is None else randomize_(trunk, seed)
+
+
+# The Flux / Z-Image VAE: 16 latent channels, widths 128/256/512/512, 2 layers per block, no quant convs,
+# and its latent format; ``reference_vae(**FLUX_VAE)``.
+FLUX_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "quant_convs": False,
+            "sample_size": 1024, "scaling_factor": 0.3611, "shift_factor": 0.1159}
+
+
+def reference_vae(block_out_channels: tuple[int, ...], *, layers_per_block: int = 1, latent_channels: int = 16,
+                  norm_num_groups: int = 32, mid_attention: bool = True, quant_convs: bool = True,
+                  sample_size: int = 32, scaling_factor: float = 0.18215, shift_factor: float | None = None,
+                  decoder_only: bool = False, device: str | torch.device | None = None) -> torch.nn.Module:
+    """diffusers' ``AutoencoderKL`` (RGB in and out): the one builder of the reference VAE.
+
+    One encoder/decoder block per width (four widths: 8x down); the defaults besides 16 latent channels are
+    diffusers' own. ``FLUX_VAE`` holds the Flux / Z-Image configuration; the tiny trained worlds of the benches
+    pass narrow widths. ``decoder_only`` drops the encoder. Weights: diffusers' default init from torch's global
+    generator (seed it first).
+    """
+    from diffusers import AutoencoderKL
+
+    n = len(block_out_channels)
+    with torch.device(device or "cpu"):
+        vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+                            up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(block_out_channels),
+                            layers_per_block=layers_per_block, latent_channels=latent_channels,
+                            norm_num_groups=norm_num_groups, sample_size=sample_size, scaling_factor=scaling_factor,
+                            shift_factor=shift_factor, use_quant_conv=quant_convs, use_post_quant_conv=quant_convs,
+                            mid_block_add_attention=mid_attention)
+    if decoder_only:
+        vae.encoder = None
+    return vae
+
+
+def official_trunk(dim: int, n_layers: int, n_refiner_layers: int, n_heads: int, cap_feat_dim: int,
+                   patch_size: int = 16, device: str | torch.device | None = None) -> torch.nn.Module:
+    """diffusers' Z-Image DiT on pixel patches (in_channels 3): the official trunk, by key names and maths."""
+    return zimage_trunk(in_channels=3, patch_size=patch_size, dim=dim, n_layers=n_layers,
+                        n_refiner_layers=n_refiner_layers, n_heads=n_heads, cap_feat_dim=cap_feat_dim, device=device)
 
 
 def tiny_latent_zimage(seed: int = 0, **overrides) -> dict[str, torch.Tensor]:
     """A latent Z-Image DiT (patch 2 over 16 latent channels, final layer included) in diffusers' names."""
-    from diffusers import ZImageTransformer2DModel
-
-    cfg = {**TINY_L2P, **overrides}
-    head_dim = cfg["dim"] // cfg["n_heads"]
-    trunk = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=cfg["dim"],
-                                     n_layers=cfg["n_layers"], n_refiner_layers=cfg["n_refiner_layers"],
-                                     n_heads=cfg["n_heads"], n_kv_heads=cfg["n_heads"],
-                                     cap_feat_dim=cfg["cap_feat_dim"],
-                                     axes_dims=[head_dim // 4, head_dim * 3 // 8, head_dim * 3 // 8])
-    return {k: v.contiguous() for k, v in randomize_(trunk, seed).state_dict().items()}
+    cfg = {**TINY_L2P, **overrides, "patch_size": ZIMAGE.latent_patch}
+    trunk = zimage_trunk(in_channels=ZIMAGE.latent_channels, seed=seed, **cfg)
+    return {k: v.contiguous() for k, v in trunk.state_dict().items()}
 
 
 def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:

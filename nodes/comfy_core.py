@@ -17,9 +17,12 @@ Model classes: S5 ``model_base.BaseModel.__init__(config, model_type, device=, u
   conditioning (``extra_conds``), ``ModelType.FLOW``, ``current_patcher``; S6 ``supported_models.ZImage`` /
   ``Lumina2`` (text encoder, shift) and the detection list ``supported_models.models``;
   S7 ``latent_formats.ChromaRadiance`` (pixels; the stock ``pixel_space`` VAE).
-Loading and saving: S8 ``sd.load_diffusion_model_state_dict(sd, model_options=, metadata=[, disable_dynamic=])``
-  and ``ModelPatcher.cached_patcher_init``; S9 saving with ``ModelPatcher.model_state_dict_for_saving``
-  where it exists (dynamic VRAM), else ``load_models_gpu(force_patch_weights=True)`` + ``state_dict()``;
+Loading and saving: S8 ``sd.load_diffusion_model_state_dict(sd, model_options=, metadata=[, disable_dynamic=])``,
+  which calls the detected entry's ``get_model(sd, prefix)`` and then, through ``load_model_weights``, its
+  ``process_unet_state_dict(sd)`` within the call (the pack's loader hands them the configuration it read
+  once for that load), and ``ModelPatcher.cached_patcher_init``; S9 saving with
+  ``ModelPatcher.model_state_dict_for_saving`` where it exists (dynamic VRAM), else
+  ``load_models_gpu(force_patch_weights=True)`` + ``state_dict()``;
   S10 free memory from ``ModelPatcher.get_free_memory`` where it exists, else ``model_management``'s.
 Other internals the nodes use, re-exported here: ``model_management`` (devices, dtypes, interrupts),
   ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
@@ -31,6 +34,7 @@ recognises (``core_l2p_configs``).
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import math
@@ -56,17 +60,18 @@ from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
 
 from ..l2p import TESTED_COMFYUI
 from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch, detect_arch
+from ..l2p.format.keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix
 from ..l2p.format.layouts import (
     OFFICIAL,
     L2PConfig,
-    L2PFormatError,
     detect_layout,
     infer_config,
     official_to_comfy,
-    strip_prefix,
     to_comfy_layout,
+    to_comfy_with_config,
     trunk_config,
 )
+from ..l2p.format.tensor_io import read_safetensors
 from ..l2p.head import build_head, head_multiple
 from ..l2p.head_tiling import auto_tile_size, run_head_tiled
 
@@ -74,6 +79,9 @@ HEAD_TILE = "l2p_head_tile"  # transformer_options key set by L2PHeadTiling
 METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
 MEMORY_USAGE_FACTOR = 0.07
+# The configuration the pack's loader read for the load in progress (set around core's loader call, S8), so
+# the file is checked and its configuration inferred once per load; None for loads core starts itself.
+_LOADING: contextvars.ContextVar[L2PConfig | None] = contextvars.ContextVar("l2p_loading_config", default=None)
 
 # Re-exported for the nodes, so that this module is the only one that imports ComfyUI internals.
 ClipTarget = comfy.supported_models_base.ClipTarget
@@ -253,26 +261,27 @@ class ZImageL2P(comfy.supported_models.ZImage):
     """Supported-model entry: Z-Image's text encoder and shift 3, L2P's pixel format and network."""
 
     unet_config = {"image_model": "lumina2"}
-    required_keys = {"local_decoder.out_conv.weight"}
+    required_keys = {HEAD_PREFIX + "out_conv.weight"}
     latent_format = L2PPixels
     memory_usage_factor = MEMORY_USAGE_FACTOR
     supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
 
     def get_model(self, state_dict, prefix="", device=None):
-        # Either layout can arrive here (newer cores detect the official one too): read shapes on the meta device.
-        shapes = {k[len(prefix):]: torch.empty(v.shape, device="meta") for k, v in state_dict.items()
-                  if k.startswith(prefix)}
-        self.unet_config.update(unet_config_for(infer_config(to_comfy_layout(shapes))))
+        cfg = _LOADING.get()
+        if cfg is None:  # a load core started (stock UNETLoader): either layout, read from the shapes here
+            cfg = infer_config({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+        self.unet_config.update(unet_config_for(cfg))
         return L2PModel(self, device=device)
 
     def process_unet_state_dict(self, state_dict):
-        return to_comfy_layout(state_dict)
+        # The pack's loader has checked the state dict and put it in ComfyUI names already.
+        return state_dict if _LOADING.get() is not None else to_comfy_layout(state_dict)
 
 
 class Lumina2L2P(ZImageL2P):
     """An L2P model converted from Lumina-Image 2.0: its Gemma-2 text encoder and shift 6."""
 
-    required_keys = {"local_decoder.out_conv.weight", LUMINA2.marker}
+    required_keys = {HEAD_PREFIX + "out_conv.weight", LUMINA2.marker}
     sampling_settings = comfy.supported_models.Lumina2.sampling_settings
     clip_target = comfy.supported_models.Lumina2.clip_target
 
@@ -302,7 +311,7 @@ def source_config_class(arch: SourceArch) -> type:
 def core_l2p_configs() -> list[type]:
     """Core's own L2P detection entries (none up to 0.38.1; kijai's open PR #14055 would add one)."""
     return [cls for cls in comfy.supported_models.models if cls not in L2P_CONFIGS and (
-        "L2P" in cls.__name__ or any("local_decoder" in k for k in getattr(cls, "required_keys", ())))]
+        "L2P" in cls.__name__ or any(HEAD_PREFIX in k for k in getattr(cls, "required_keys", ())))]
 
 
 def core_knows_l2p() -> bool:
@@ -343,9 +352,13 @@ def load_l2p_state_dict(sd: dict, dtype: torch.dtype | None = None, metadata: di
         model = comfy.sd.load_diffusion_model_state_dict(dict(sd), **options)
         if model is not None and is_l2p(model):
             return model
-    sd = to_comfy_layout(sd)  # checks the file is L2P, then converts the keys once
+    sd, cfg = to_comfy_with_config(sd)  # checks the file is L2P, converts the keys and reads the config, once
     register_with_stock_loader()
-    model = comfy.sd.load_diffusion_model_state_dict(sd, **options)
+    loading = _LOADING.set(cfg)
+    try:
+        model = comfy.sd.load_diffusion_model_state_dict(sd, **options)
+    finally:
+        _LOADING.reset(loading)
     if model is None or not is_l2p(model):
         raise ValueError("ComfyUI did not pick the L2P model class for this file: another custom node overrides "
                          "Z-Image detection; report this with your node list")
@@ -354,9 +367,7 @@ def load_l2p_state_dict(sd: dict, dtype: torch.dtype | None = None, metadata: di
 
 def load_l2p_file(path: str, dtype: torch.dtype | None = None, disable_dynamic: bool = False):
     """An L2P file -> ModelPatcher that core can rebuild (``cached_patcher_init``, used by dynamic VRAM)."""
-    from .files import load_safetensors
-
-    sd, metadata = load_safetensors(path)
+    sd, metadata = read_safetensors(path)
     model = load_l2p_state_dict(sd, dtype=dtype, metadata=metadata, disable_dynamic=disable_dynamic)
     model.cached_patcher_init = (load_l2p_file, (path, dtype))
     model.set_attachments(METADATA, {k: v for k, v in metadata.items() if k.startswith("l2p.")})
@@ -394,8 +405,8 @@ def load_source_state_dict(sd: dict, dtype: torch.dtype | None = None):
     shapes, so the same path serves a 6B Z-Image and the tiny models the tests build.
     """
     sd = strip_prefix(sd)
-    if any(k.startswith("local_decoder.") for k in sd):
-        raise L2PFormatError("this is already an L2P pixel model (it has local_decoder.*): load it with "
+    if has_head(sd):
+        raise L2PFormatError(f"this is already an L2P pixel model (it has {HEAD_PREFIX}*): load it with "
                              "L2PModelLoader")
     arch = detect_arch(sd.keys())
     if detect_layout(sd.keys()) == OFFICIAL:

@@ -8,12 +8,12 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..l2p import pack_version
 from ..l2p.arch import ARCHITECTURES, detect_arch, supported_list
 from ..l2p.convert import INITS, plan_conversion
+from ..l2p.format.export import OWN, plan_export
 from ..l2p.format.keys import L2PFormatError
-from ..l2p.format.layouts import COMFY, OFFICIAL, layout_keys
-from ..l2p.format.tensor_io import DictSource, PlannedTensor, open_source, write_safetensors
+from ..l2p.format.layouts import COMFY, OFFICIAL
+from ..l2p.format.tensor_io import DictSource, open_source
 from ..l2p.init_fit import FIT_INITS, fit_images, patch_pairs
 from ..l2p.policies import POLICIES
 from .comfy_core import (
@@ -191,11 +191,10 @@ class L2PSaveCheckpoint(io.ComfyNode):
         if layout == OFFICIAL and not arch.official_layout:
             raise ValueError(f"the official layout exists only for Z-Image: save this {arch.label} model with "
                              "layout comfy")
-        plan = [PlannedTensor(m.name, m.make(lambda k: sd[k].to("meta")), lambda m=m: m.make(sd.__getitem__).cpu())
-                for m in layout_keys(sd.keys(), layout, int(model.model.diffusion_model.patch_size))]
-        metadata = {**(model.get_attachment(METADATA) or {}), "l2p.layout": layout, "l2p.arch": arch.name,
-                    "l2p.pack_version": pack_version()}
+        exp = plan_export(sd, layout, int(model.model.diffusion_model.patch_size),  # sd is on the CPU already
+                          {"layout": OWN, "arch": arch.name, "pack_version": OWN},
+                          inherited=model.get_attachment(METADATA))
         path = new_checkpoint_path(filename_prefix)
-        write_safetensors(path, plan, metadata, overwrite=False)
+        exp.write(path, overwrite=False)
         name = os.path.relpath(path, os.path.join(folder_paths.models_dir, L2P_FOLDER)).replace(os.sep, "/")
         return io.NodeOutput(name, ui={"text": [name]})

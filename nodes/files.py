@@ -1,15 +1,17 @@
-"""Model folders and safe reading of weight files (safetensors only: never pickle)."""
+"""Model folders, and the reader the nodes load weight files with (safetensors only: never pickle)."""
 
 from __future__ import annotations
 
 import os
 
 import folder_paths
-import safetensors
-import torch
+
+# One reader for every weight file (``l2p/format/tensor_io.py``): its one-line errors are the nodes' errors.
+from ..l2p.format.tensor_io import SAFETENSORS_EXTENSIONS
+from ..l2p.format.tensor_io import read_safetensors as load_safetensors  # noqa: F401 (the nodes' name for it)
 
 L2P_FOLDER = "l2p"
-SAFETENSORS = {".safetensors", ".sft"}
+SAFETENSORS = set(SAFETENSORS_EXTENSIONS)
 # The demo model trained on the shapes world ships with the pack (a few MB): listed after the user's folders.
 SHIPPED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shapes_world", "models")
 
@@ -48,22 +50,6 @@ def checkpoint_path(name: str) -> str:
             return path
     raise FileNotFoundError(f"{name} is not in models/l2p or models/diffusion_models: refresh the node list "
                             "(press R) and pick a listed file")
-
-
-def load_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read every tensor of a .safetensors file; refuse anything else with a one-line reason."""
-    name = os.path.basename(path)
-    if os.path.splitext(path)[1].lower() not in SAFETENSORS:
-        raise ValueError(f"{name} is not a .safetensors file: only safetensors weights are loaded (no pickle); "
-                         "convert it to safetensors first")
-    try:
-        with safetensors.safe_open(path, framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for bad headers and short files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{name} is truncated or corrupt ({reason}): download or copy it again") from None
-    return sd, metadata
 
 
 def _is_diffusers_folder(path: str) -> bool:

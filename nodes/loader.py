@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..l2p.format.layouts import L2PFormatError
+from ..l2p.format.keys import L2PFormatError
 from .comfy_core import load_l2p_file
 from .files import checkpoint_names, checkpoint_path
 

@@ -11,6 +11,7 @@ import os
 
 from aiohttp import web
 
+from ..l2p.format.keys import strip_prefix
 from ..l2p.format.layouts import infer_patch_size
 from ..l2p.format.tensor_io import open_source
 from ..l2p.head import detect_head_variant
@@ -22,8 +23,7 @@ from .files import checkpoint_path
 
 @functools.lru_cache(maxsize=32)
 def _geometry(path: str, mtime: float) -> tuple[int, str]:
-    meta = open_source(path).meta
-    stripped = {k.removeprefix("model.diffusion_model."): v for k, v in meta.items()}
+    stripped = strip_prefix(open_source(path).meta)
     return infer_patch_size(stripped), detect_head_variant(stripped.keys())
 
 

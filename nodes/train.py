@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import importlib.util
-import json
 import os
 import queue
 import signal
@@ -24,21 +23,13 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..l2p.policies import POLICIES
+from ..training.contract import WS_EVENT, TrainConfig, parse_event, to_toml, ws_payload
 from .comfy_core import ProgressBar, model_management
 from .files import checkpoint_names, checkpoint_path, new_checkpoint_path, subpath
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "training", "launch.py")
-EVENT = "l2p.train"
 RUNS = "l2p_runs"
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def launch_argv(config_path: str, processes: int) -> list[str]:
@@ -49,10 +40,10 @@ def launch_argv(config_path: str, processes: int) -> list[str]:
             "--num_machines", "1", "--dynamo_backend", "no", LAUNCH, "--config", config_path]
 
 
-def _view(event: dict) -> dict:
+def _view(event: dict) -> list[dict] | None:
     """Validation images as /view arguments (they live under the output directory) for the frontend."""
     if event.get("event") != "validation":
-        return {}
+        return None
     root = folder_paths.get_output_directory()
     views = []
     for path in event.get("images", []):
@@ -60,7 +51,7 @@ def _view(event: dict) -> dict:
         if not rel.startswith(".."):
             sub, name = os.path.split(rel)
             views.append({"filename": name, "subfolder": sub.replace(os.sep, "/"), "type": "output"})
-    return {"view": views}
+    return views
 
 
 def _reader(stream, lines: queue.Queue) -> None:
@@ -126,17 +117,17 @@ class L2PTrain(io.ComfyNode):
         out_root = folder_paths.get_output_directory()
         run_dir = subpath(os.path.join(out_root, RUNS), run_name, "run_name", "l2p-run")
         export = new_checkpoint_path(run_name)
-        values = {
-            "model": checkpoint_path(model), "dataset": subpath(out_root, dataset, "dataset", "l2p_dataset"),
-            "output_dir": run_dir, "steps": steps, "lr": lr, "batch_size": batch_size, "shift": shift,
-            "policy": {"from checkpoint": "", "custom": f"custom:{custom_blocks}"}.get(policy, policy),
-            "checkpoint_every": checkpoint_every, "validate_every": validate_every, "seed": seed,
-            "resume": "latest" if resume else "", "export_path": export, "log_every": 1,
-        }
+        cfg = TrainConfig(
+            model=checkpoint_path(model), dataset=subpath(out_root, dataset, "dataset", "l2p_dataset"),
+            output_dir=run_dir, steps=steps, lr=lr, batch_size=batch_size, shift=shift,
+            policy={"from checkpoint": "", "custom": f"custom:{custom_blocks}"}.get(policy, policy),
+            checkpoint_every=checkpoint_every, validate_every=validate_every, seed=seed,
+            resume="latest" if resume else "", export_path=export, log_every=1,
+        )
         os.makedirs(run_dir, exist_ok=True)
         config = os.path.join(run_dir, "l2p_train.toml")
         with open(config, "w", encoding="utf-8") as f:
-            f.write("".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()))
+            f.write(to_toml(cfg))
         return cls._run(launch_argv(config, processes), run_dir, steps, export)
 
     @classmethod
@@ -175,11 +166,11 @@ class L2PTrain(io.ComfyNode):
                         continue
                     if line is None:
                         break
-                    if line.startswith("{"):
+                    event = parse_event(line)
+                    if event is not None:
                         log.write(line)
                         log.flush()
-                        event = json.loads(line)
-                        PromptServer.instance.send_sync(EVENT, {"node": node, **event, **_view(event)})
+                        PromptServer.instance.send_sync(WS_EVENT, ws_payload(event, node, _view(event)))
                         cls._on_event(event, progress, state)
         except BaseException:  # this node failed: stop the trainer cleanly rather than orphan it
             if proc.poll() is None and not state["cancelled"]:

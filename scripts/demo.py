@@ -15,7 +15,6 @@ scored by the world's procedural GenEval (``scores.json``, ``scores.md`` next to
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import pathlib
 import shutil
@@ -25,6 +24,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from harness.graph import check_api_format, set_inputs
 from harness.server import ComfyServer, ComfyServerError, PromptRejected
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -63,22 +63,16 @@ def shapes_models() -> dict[str, list[pathlib.Path]]:
     return files
 
 
+def _positive(node: dict[str, Any]) -> bool:
+    return bool(node["inputs"].get("text"))  # the negative prompt is the empty one
+
+
 def prompt_graph(workflow: dict[str, Any], text: str, seed: int, batch: int, model: str = DEMO_L2P) -> dict[str, Any]:
     """The demo workflow with its positive prompt, seed, batch size and model file set (found by node type)."""
-    graph = copy.deepcopy(workflow)
-    encoders = [n for n in graph.values() if n["class_type"] == "L2PDemoTextEncode"]
-    positive = next((n for n in encoders if n["inputs"].get("text")), None)
-    if positive is None:
-        raise ValueError("the demo workflow needs an L2PDemoTextEncode node with a non-empty prompt")
-    positive["inputs"]["text"] = text
-    for node in graph.values():
-        if node["class_type"] == "KSampler":
-            node["inputs"]["seed"] = seed
-        elif node["class_type"] == "L2PEmptyImage":
-            node["inputs"]["batch_size"] = batch
-        elif node["class_type"] == "L2PModelLoader":
-            node["inputs"]["ckpt_name"] = model
-    return graph
+    graph = set_inputs(workflow, "L2PDemoTextEncode", where=_positive, text=text)
+    graph = set_inputs(graph, "KSampler", seed=seed)
+    graph = set_inputs(graph, "L2PEmptyImage", batch_size=batch)
+    return set_inputs(graph, "L2PModelLoader", ckpt_name=model)
 
 
 def run_workflows(
@@ -97,8 +91,7 @@ def run_workflows(
     TimeoutError or ComfyServerError (server died/hung; message has the log tail).
     """
     for graph in graphs:
-        if "nodes" in graph and isinstance(graph.get("nodes"), list):
-            raise ValueError("this is a UI-format workflow: export it with 'Export (API)' and pass that file")
+        check_api_format(graph)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with ComfyServer(cpu=cpu) as server:

@@ -13,7 +13,8 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from training.config import parse_args, to_toml  # noqa: E402
+from training.config import parse_args  # noqa: E402
+from training.contract import to_toml  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from l2p.arch import ARCHITECTURES
+from l2p.format.keys import strip_prefix
 from l2p.format.layouts import COMFY, L2PConfig, comfy_to_official, detect_layout, infer_config
 from l2p.format.tensor_io import open_source
 from l2p.head import build_head
@@ -39,7 +40,7 @@ def load_model(path: str, policy: str = "") -> LoadedModel:
     src = open_source(path)
     sd = {k: src.get(k) for k in src.meta}
     if detect_layout(sd.keys()) == COMFY:
-        sd = comfy_to_official({k.removeprefix("model.diffusion_model."): v for k, v in sd.items()})
+        sd = comfy_to_official(strip_prefix(sd))
     cfg = infer_config(sd)
     if not ARCHITECTURES[cfg.arch].official_layout:
         raise ValueError(f"training {ARCHITECTURES[cfg.arch].label} conversions is not supported yet: the trainer "

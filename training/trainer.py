@@ -21,9 +21,7 @@ from typing import Any
 
 import torch
 
-from l2p import pack_version
-from l2p.format.layouts import layout_keys
-from l2p.format.tensor_io import PlannedTensor, write_safetensors
+from l2p.format.export import OWN, plan_export
 from l2p.sampling import euler_sample
 from l2p.schedule import sampling_sigmas, shift_sigma
 from l2p.sizes import side_multiple
@@ -37,7 +35,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .config import TrainConfig, to_toml
+from .contract import TrainConfig, event_line, to_toml
 from .data import TrainData, load_conditioning
 from .model import LoadedModel, load_model, official_names, policy_report
 
@@ -88,8 +86,9 @@ class StopFlag:
 
 
 def emit(event: str, **fields: Any) -> None:
-    """One JSON line on stdout per event: what the L2PTrain node and log readers parse."""
-    print(json.dumps({"event": event, **fields}), flush=True)
+    """One JSON line on stdout per event, as training/contract.py defines it: what the L2PTrain node and log
+    readers parse (an event or field outside the contract raises here, not in a reader)."""
+    print(event_line(event, **fields), flush=True)
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
@@ -314,15 +313,12 @@ class Trainer:
         trained = self.ema if self.ema is not None else self._trainable()
         full = dict(self.loaded.official)
         full.update({k: v.detach().cpu().to(full[k].dtype) for k, v in trained.items()})
-        plan = [PlannedTensor(m.name, m.make(lambda k: full[k].to("meta")), lambda m=m: m.make(full.__getitem__))
-                for m in layout_keys(full.keys(), self.cfg.export_layout, self.loaded.config.patch_size)]
-        meta = {k: v for k, v in self.loaded.metadata.items() if k.startswith("l2p.")}
-        meta.update({"l2p.policy": self.loaded.policy, "l2p.policy_report": policy_report(self.loaded),
-                     "l2p.steps": str(self.step), "l2p.layout": self.cfg.export_layout,
-                     "l2p.train_config": to_toml(self.cfg), "l2p.pack_version": pack_version(),
-                     "l2p.ema": str(self.cfg.ema_decay)})
+        exp = plan_export(full, self.cfg.export_layout, self.loaded.config.patch_size, {
+            "policy": self.loaded.policy, "policy_report": policy_report(self.loaded), "steps": self.step,
+            "layout": OWN, "train_config": to_toml(self.cfg), "pack_version": OWN, "ema": self.cfg.ema_decay,
+        }, inherited=self.loaded.metadata)
         path = self.cfg.export_path or os.path.join(self.cfg.output_dir, f"{self.cfg.export_name}.safetensors")
-        write_safetensors(path, plan, meta)
+        exp.write(path)
         self.acc.wait_for_everyone()
         return path
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dataset.folder import read_metadata
 from dataset.prompts import PromptRecord
+from harness.graph import set_inputs
 
 from .config import REPO, Budget
 
@@ -24,19 +25,12 @@ FOLDER = "shapes_dataset"
 def dataset_graph(budget: Budget, index: int) -> dict:
     """The shipped API workflow with this budget's sampler settings and the bank's index set."""
     graph = json.loads(WORKFLOW.read_text())
-    for node in graph.values():
-        inputs, kind = node["inputs"], node["class_type"]
-        if kind == "L2PPromptBank":
-            inputs.update(prompts=PROMPTS_FILE, index=index, images_per_prompt=1)
-        elif kind == "KSampler":
-            inputs.update(steps=budget.sample_steps, cfg=budget.cfg)
-        elif kind == "ModelSamplingAuraFlow":
-            inputs.update(shift=budget.shift)
-        elif kind == "EmptySD3LatentImage":
-            inputs.update(width=budget.size, height=budget.size, batch_size=budget.images_per_prompt)
-        elif kind == "L2PDatasetWriter":
-            inputs.update(folder=FOLDER)
-    return graph
+    graph = set_inputs(graph, "L2PPromptBank", prompts=PROMPTS_FILE, index=index, images_per_prompt=1)
+    graph = set_inputs(graph, "KSampler", steps=budget.sample_steps, cfg=budget.cfg)
+    graph = set_inputs(graph, "ModelSamplingAuraFlow", shift=budget.shift)
+    graph = set_inputs(graph, "EmptySD3LatentImage", width=budget.size, height=budget.size,
+                       batch_size=budget.images_per_prompt)
+    return set_inputs(graph, "L2PDatasetWriter", folder=FOLDER)
 
 
 def render_dataset(records: list[PromptRecord], files: dict[str, Path], out: Path, budget: Budget) -> dict:

@@ -14,6 +14,7 @@ from torch import nn
 
 from l2p.sampling import euler_sample, guided
 from l2p.schedule import sampling_sigmas
+from l2p.tiny import reference_vae, zimage_trunk
 from shapes_world.text_encoder import EncoderConfig, ShapesTextEncoder
 
 from .config import LATENT_CH, LATENT_PATCH, LATENT_SCALE, LATENT_SHIFT, Budget
@@ -35,11 +36,7 @@ def to_uint8(x: Tensor) -> Tensor:
 # --- VAE --------------------------------------------------------------------------------------------------
 
 def new_vae() -> nn.Module:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64),
-                         layers_per_block=1, latent_channels=LATENT_CH, norm_num_groups=32)
+    return reference_vae((32, 32, 64, 64), latent_channels=LATENT_CH)
 
 
 def vae_from_state(sd: dict[str, Tensor]) -> nn.Module:
@@ -107,13 +104,8 @@ def train_vae(pool: Tensor, steps: int, batch: int, lr: float, kl_weight: float,
 # --- latent source + text encoder -------------------------------------------------------------------------
 
 def new_source(budget: Budget) -> nn.Module:
-    from diffusers import ZImageTransformer2DModel
-
-    head_dim = budget.dim // budget.heads
-    return ZImageTransformer2DModel(all_patch_size=(LATENT_PATCH,), all_f_patch_size=(1,), in_channels=LATENT_CH,
-                                    dim=budget.dim, n_layers=budget.layers, n_refiner_layers=1, n_heads=budget.heads,
-                                    n_kv_heads=budget.heads, cap_feat_dim=budget.cap_dim,
-                                    axes_dims=[head_dim // 4, head_dim * 3 // 8, head_dim * 3 // 8])
+    return zimage_trunk(in_channels=LATENT_CH, patch_size=LATENT_PATCH, dim=budget.dim, n_layers=budget.layers,
+                        n_refiner_layers=1, n_heads=budget.heads, cap_feat_dim=budget.cap_dim)
 
 
 def new_text_encoder(words: list[str], budget: Budget) -> ShapesTextEncoder:

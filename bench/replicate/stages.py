@@ -10,7 +10,6 @@ completion with their cache entry, written last.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from l2p.format.tensor_io import save_safetensors_atomic
 from shapes_world import detail_ratio, evaluate, make_scenes, prompt_for, stripe_contrast, validate, vocabulary
 from shapes_world.render import render_many
 from shapes_world.scene import TASKS, sample_scene
+from training.contract import TrainConfig, parse_event, to_toml
 
 from . import models
 from .config import HEAD_WIDTH_DIV, PIXEL_PATCH, REPO, RUNS, SEEDS, Budget, budget_dict, stage_key
@@ -54,7 +54,7 @@ def scratch_l2p_state(budget: Budget, seed: int) -> dict[str, Tensor]:
 
 
 def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> list[tuple[float, dict]]:
-    """Run a command (argument list, no shell); its stdout JSON lines come back timestamped, everything
+    """Run a command (argument list, no shell); its stdout's trainer events come back timestamped, everything
     (stderr's progress bars too) goes to ``log``."""
     events: list[tuple[float, dict]] = []
     start = time.monotonic()
@@ -64,11 +64,8 @@ def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> list[tuple
         assert proc.stdout is not None
         for line in proc.stdout:
             out.write(line)
-            if line.startswith("{"):
-                try:
-                    events.append((time.monotonic() - start, json.loads(line)))
-                except json.JSONDecodeError:
-                    pass
+            if (event := parse_event(line)) is not None:
+                events.append((time.monotonic() - start, event))
         code = proc.wait()
     if code != 0:
         tail = "".join(log.read_text(encoding="utf-8").splitlines(keepends=True)[-15:])
@@ -317,15 +314,15 @@ class Pipeline:
             empty = folder / "empty.cond.safetensors"  # CFG's negative: what caption dropout trains on
             with torch.no_grad():
                 empty.write_bytes(conditioning_file_bytes(self.encoder([""])[0]))
-            config = {"model": str(model), "dataset": str(data_dir), "output_dir": str(folder / "run"),
-                      "caption_dropout": b.caption_dropout, "empty_conditioning": str(empty),
-                      "policy": run.policy, "steps": steps, "lr": b.train_lr, "warmup_steps": b.train_warmup,
-                      "batch_size": b.train_batch, "ema_decay": b.train_ema,
-                      "shift": b.shift, "fixed_noise": False, "mixed_precision": "no", "max_pixels": b.size * b.size,
-                      "checkpoint_every": every, "checkpoints_total_limit": 0, "log_every": 10,
-                      "validate_every": 0, "seed": SEEDS["train"], "export_name": run_name}
+            config = TrainConfig(
+                model=str(model), dataset=str(data_dir), output_dir=str(folder / "run"),
+                caption_dropout=b.caption_dropout, empty_conditioning=str(empty), policy=run.policy, steps=steps,
+                lr=b.train_lr, warmup_steps=b.train_warmup, batch_size=b.train_batch, ema_decay=b.train_ema,
+                shift=b.shift, fixed_noise=False, mixed_precision="no", max_pixels=b.size * b.size,
+                checkpoint_every=every, checkpoints_total_limit=0, log_every=10, validate_every=0,
+                seed=SEEDS["train"], export_name=run_name)
             cfg_path = folder / "config.toml"
-            cfg_path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()), encoding="utf-8")
+            cfg_path.write_text(to_toml(config), encoding="utf-8")
             events = run_logged([sys.executable, "training/launch.py", "--config", str(cfg_path)], folder / "log.txt",
                                 env={"OMP_NUM_THREADS": "2"})
             t0, start = next(((t, e) for t, e in events if e.get("event") == "start"), (0.0, {}))

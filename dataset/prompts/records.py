@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+
+try:  # inside ComfyUI dataset/ is a sub-package of the pack; outside (training, tests, dataset.make) top-level
+    from ...l2p.format.atomic import atomic_file
+except ImportError:
+    from l2p.format.atomic import atomic_file
 
 
 @dataclass(frozen=True)
@@ -51,22 +55,13 @@ class PromptRecord:
 
 
 def write_jsonl(path: str, records: Iterable[PromptRecord]) -> int:
-    """Write records atomically (temp file in the same folder, then ``os.replace``); returns how many."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    """Write records atomically (``atomic_file``: a bank is complete or absent); returns how many."""
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for record in records:
-                f.write(record.to_json() + "\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path, "w", prefix=f".{os.path.basename(path)}.", suffix=".tmp", encoding="utf-8",
+                     newline="\n") as f:
+        for record in records:
+            f.write(record.to_json() + "\n")
+            count += 1
     return count
 
 

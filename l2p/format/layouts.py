@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from ..head import HEAD_VARIANTS, detect_head_variant, head_width_div
-from .keys import L2PFormatError, strip_prefix
+from .keys import HEAD_PREFIX, L2PFormatError, has_head, head_part, strip_prefix
 
 OFFICIAL = "official"
 COMFY = "comfy"
@@ -181,6 +181,18 @@ def to_comfy_layout(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Any supported layout (with or without prefix) -> ComfyUI names, after checking it is an L2P model."""
     sd = strip_prefix(sd)
     check_l2p(sd)
+    return _comfy_names(sd)
+
+
+def to_comfy_with_config(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], L2PConfig]:
+    """``to_comfy_layout`` and ``infer_config`` with one check: what loading a checkpoint needs, once per load."""
+    sd = strip_prefix(sd)
+    check_l2p(sd)
+    return _comfy_names(sd), _l2p_config(sd)
+
+
+def _comfy_names(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checked, prefix-stripped L2P state dict under ComfyUI names."""
     if detect_layout(sd.keys()) == OFFICIAL:
         sd = official_to_comfy(sd)
     return {k: v for k, v in sd.items() if not k.startswith(_DROPPED_COMFY)}
@@ -190,24 +202,23 @@ def check_l2p(sd: Mapping[str, torch.Tensor]) -> None:
     """Raise L2PFormatError with a one-line reason when ``sd`` (prefix stripped) is not an L2P model."""
     keys = set(sd.keys())
     layout = detect_layout(keys)
-    has_head = any(k.startswith("local_decoder.") for k in keys)
+    head = has_head(keys)
     if layout is None or "cap_embedder.1.weight" not in keys:
-        what = "an L2P Detailer Head alone" if has_head else "not a Z-Image/NextDiT diffusion model"
+        what = "an L2P Detailer Head alone" if head else "not a Z-Image/NextDiT diffusion model"
         raise L2PFormatError(f"this file is {what} ({len(keys)} tensors): pick an L2P checkpoint such as "
                              "model-1k-merge.safetensors")
-    if not has_head:
+    if not head:
         latent = any(k.startswith(("final_layer.", "all_final_layer.")) for k in keys)
         if latent:
             raise L2PFormatError("this is a latent Z-Image model (it has a final layer and no local_decoder): load "
                                  "it with the stock UNETLoader, or convert it to L2P first")
-        raise L2PFormatError("the L2P Detailer Head (local_decoder.*) is missing: the file is incomplete or not "
+        raise L2PFormatError(f"the L2P Detailer Head ({HEAD_PREFIX}*) is missing: the file is incomplete or not "
                              "an L2P model; download or export it again")
     variant = detect_head_variant(keys)
-    missing = sorted(set(HEAD_VARIANTS[variant].expected_keys()) - {k[len("local_decoder."):] for k in keys
-                                                                    if k.startswith("local_decoder.")})
+    missing = sorted(set(HEAD_VARIANTS[variant].expected_keys()) - head_part(dict.fromkeys(keys)).keys())
     if missing:
         raise L2PFormatError(f"the L2P Detailer Head is incomplete ({len(missing)} local_decoder tensors missing, "
-                             f"e.g. local_decoder.{missing[0]}): download or export the checkpoint again")
+                             f"e.g. {HEAD_PREFIX}{missing[0]}): download or export the checkpoint again")
 
 
 def infer_patch_size(sd: Mapping[str, torch.Tensor], in_channels: int = 3) -> int:
@@ -232,6 +243,11 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> L2PConfig:
     """Read an L2P model's architecture from tensor shapes; works for the 6B release and tiny test models alike."""
     sd = strip_prefix(sd)
     check_l2p(sd)
+    return _l2p_config(sd)
+
+
+def _l2p_config(sd: Mapping[str, torch.Tensor]) -> L2PConfig:
+    """The configuration of a checked, prefix-stripped L2P state dict (either layout)."""
     cfg = trunk_config(sd, in_channels=3, head_variant=detect_head_variant(sd.keys()))
     return replace(cfg, head_width_div=head_width_div(sd))
 

@@ -5,9 +5,9 @@ maps, policies) and loads one real tensor at a time. It is a plain dict in memor
 or a diffusers folder of shards (``config.json`` + ``*.safetensors`` [+ index]), as Z-Image ships.
 
 The writer follows the safetensors format (8-byte little-endian header size, JSON header, raw bytes) and
-writes tensor after tensor, so a 6B conversion never holds the output in memory; it writes a temp file in
-the target folder and renames it, so a reader never sees half a file and nothing saved is overwritten
-half way. Only safetensors are read (never pickle).
+writes tensor after tensor, so a 6B conversion never holds the output in memory; it writes through
+``atomic.atomic_file``, so a reader never sees half a file and nothing saved is overwritten half way.
+Only safetensors are read (never pickle); every reader here refuses a bad file with the same one-line errors.
 """
 
 from __future__ import annotations
@@ -16,12 +16,16 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from .atomic import atomic_file
+
+SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
 
 _DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -49,6 +53,34 @@ class DictSource:
         return self._sd[name]
 
 
+@contextmanager
+def _one_line_errors(path: str) -> Iterator[None]:
+    """safetensors' own errors (bad header, short file) -> ValueError, one line naming the file."""
+    try:
+        yield
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{os.path.basename(path)} is truncated or corrupt ({reason}): download or copy it "
+                         "again") from None
+
+
+def _check_name(path: str) -> None:
+    if os.path.splitext(path)[1].lower() not in SAFETENSORS_EXTENSIONS:
+        raise ValueError(f"{os.path.basename(path)} is not a .safetensors file: only safetensors weights are "
+                         "loaded (no pickle); convert it to safetensors first")
+
+
+def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor and the metadata of one .safetensors file; refuses anything else with a one-line reason."""
+    import safetensors
+
+    _check_name(path)
+    with _one_line_errors(path), safetensors.safe_open(path, framework="pt", device="cpu") as f:
+        metadata = f.metadata() or {}
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    return sd, metadata
+
+
 class SafetensorsSource:
     """One or more .safetensors files read lazily (memory-mapped): a tensor is loaded when asked for."""
 
@@ -62,14 +94,10 @@ class SafetensorsSource:
         self._where: dict[str, object] = {}
         self._handles = []
         for path in self.files:
-            try:
+            with _one_line_errors(path):
                 handle = safetensors.safe_open(path, framework="pt", device="cpu")
                 names = list(handle.keys())
                 slices = {k: handle.get_slice(k) for k in names}
-            except Exception as e:  # safetensors raises its own error types for bad headers and short files
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise ValueError(f"{os.path.basename(path)} is truncated or corrupt ({reason}): download or copy "
-                                 "it again") from None
             self._handles.append(handle)
             self.metadata.update(handle.metadata() or {})
             for k in names:
@@ -91,9 +119,7 @@ def _dtype_from_name(name: str) -> torch.dtype:
 def open_source(path: str) -> SafetensorsSource:
     """A .safetensors file, or a diffusers folder (``transformer/`` inside a pipeline folder is found too)."""
     if os.path.isfile(path):
-        if os.path.splitext(path)[1].lower() not in (".safetensors", ".sft"):
-            raise ValueError(f"{os.path.basename(path)} is not a .safetensors file: only safetensors weights are "
-                             "read (no pickle); convert it to safetensors first")
+        _check_name(path)
         return SafetensorsSource([path])
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path} does not exist: give a .safetensors file or a diffusers model folder")
@@ -149,8 +175,8 @@ Progress = Callable[[Iterator[PlannedTensor], int], Iterator[PlannedTensor]]
 
 def write_safetensors(path: str, items: Iterable[PlannedTensor], metadata: Mapping[str, object] | None = None,
                       progress: Progress | None = None, overwrite: bool = True) -> None:
-    """Stream ``items`` into ``path`` (temp file in the same folder, then rename). With ``overwrite=False`` an
-    existing ``path`` is never replaced, even by a concurrent writer (FileExistsError)."""
+    """Stream ``items`` into ``path`` atomically (``atomic_file``). With ``overwrite=False`` an existing ``path``
+    is never replaced, even by a concurrent writer (FileExistsError)."""
     items = list(items)
     header: dict[str, object] = {}
     if metadata:
@@ -165,29 +191,17 @@ def write_safetensors(path: str, items: Iterable[PlannedTensor], metadata: Mappi
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".safetensors", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for item in progress(iter(items), len(items)) if progress else items:
-                t = item.make()
-                if tuple(t.shape) != tuple(item.meta.shape) or t.dtype != item.meta.dtype:
-                    raise RuntimeError(f"{item.name}: made {tuple(t.shape)} {t.dtype}, planned "
-                                       f"{tuple(item.meta.shape)} {item.meta.dtype}")
-                f.write(_as_bytes(t))
-                del t
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # atomic and refuses an existing name
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_file(path, overwrite=overwrite, suffix=".safetensors") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for item in progress(iter(items), len(items)) if progress else items:
+            t = item.make()
+            if tuple(t.shape) != tuple(item.meta.shape) or t.dtype != item.meta.dtype:
+                raise RuntimeError(f"{item.name}: made {tuple(t.shape)} {t.dtype}, planned "
+                                   f"{tuple(item.meta.shape)} {item.meta.dtype}")
+            f.write(_as_bytes(t))
+            del t
 
 
 def plan_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> list[PlannedTensor]:
@@ -201,5 +215,5 @@ def plan_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) 
 
 def save_safetensors_atomic(sd: Mapping[str, torch.Tensor], path: str, metadata: Mapping[str, object] | None = None,
                             dtype: torch.dtype | None = None) -> None:
-    """Write a state dict atomically (temp file, then rename)."""
+    """Write a state dict atomically (``atomic_file``)."""
     write_safetensors(path, plan_dict(sd, dtype), metadata)

@@ -1,0 +1,76 @@
+"""Edit an API-format ComfyUI graph (``{node_id: {"class_type", "inputs"}}``) by node type, not by node id.
+
+Node ids differ between a shipped workflow and a user's own export of it, but the node types do not; the demo,
+the dataset driver and the replication all address nodes this way. Every function returns a new graph and
+leaves the caller's untouched; a missing or ambiguous node type is a one-line ValueError naming it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Graph = dict[str, dict[str, Any]]
+Where = Callable[[dict[str, Any]], bool]
+
+UI_FORMAT = "this is a UI-format workflow: export it with 'Export (API)' and pass that file"
+
+
+def check_api_format(graph: dict[str, Any]) -> None:
+    """Raise ValueError for a UI-format workflow (``{"nodes": [...], "links": ...}``), the usual wrong file."""
+    if isinstance(graph.get("nodes"), list):
+        raise ValueError(UI_FORMAT)
+
+
+def nodes_of(graph: dict[str, Any], class_type: str, where: Where | None = None) -> list[str]:
+    """Ids of the nodes of ``class_type`` (and, with ``where``, for which ``where(node)`` holds), in graph order."""
+    check_api_format(graph)
+    return [nid for nid, node in graph.items()
+            if isinstance(node, dict) and node.get("class_type") == class_type and (where is None or where(node))]
+
+
+def node_of(graph: dict[str, Any], class_type: str, where: Where | None = None) -> str:
+    """The id of the one node of ``class_type`` (see ``nodes_of``); ValueError if there is none or several."""
+    ids = nodes_of(graph, class_type, where)
+    if len(ids) != 1:
+        which = " selected by `where`" if where is not None else ""
+        found = f"{len(ids)} {class_type} nodes{which} ({', '.join(ids)})" if ids else f"no {class_type} node{which}"
+        raise ValueError(f"the workflow has {found}, expected exactly one")
+    return ids[0]
+
+
+def set_inputs(graph: dict[str, Any], class_type: str, /, *, where: Where | None = None, **inputs: Any) -> Graph:
+    """A copy with ``inputs`` set on the one node of ``class_type`` (literal values or ``[node_id, slot]`` links)."""
+    nid = node_of(graph, class_type, where)
+    out = copy.deepcopy(graph)
+    out[nid].setdefault("inputs", {}).update(inputs)
+    return out
+
+
+def replace_node(graph: dict[str, Any], class_type: str, new_class_type: str, keep: Sequence[str] = ()) -> Graph:
+    """A copy where the one node of ``class_type`` becomes a ``new_class_type`` node with the inputs in ``keep``."""
+    nid = node_of(graph, class_type)
+    out = copy.deepcopy(graph)
+    old = out[nid].get("inputs", {})
+    missing = [name for name in keep if name not in old]
+    if missing:
+        raise ValueError(f"the workflow's {class_type} node has no input {missing[0]!r}")
+    out[nid] = {"class_type": new_class_type, "inputs": {name: old[name] for name in keep}}
+    return out
+
+
+def inline_outputs(graph: dict[str, Any], class_type: str, values: Sequence[Any]) -> Graph:
+    """A copy without the one node of ``class_type``: every link to its output slot ``i`` becomes ``values[i]``."""
+    nid = node_of(graph, class_type)
+    out = copy.deepcopy(graph)
+    del out[nid]
+    for node in out.values():
+        inputs = node.get("inputs", {}) if isinstance(node, dict) else {}
+        for name, value in inputs.items():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) == nid:
+                slot = int(value[1])
+                if not 0 <= slot < len(values):
+                    raise ValueError(f"the workflow links output {slot} of {class_type}, which has {len(values)}")
+                inputs[name] = values[slot]
+    return out
