@@ -3,18 +3,33 @@
 
 The layout is what ComfyUI's own dataset nodes read (an image and a caption file with the same stem) and
 what common trainers read (diffusers' image folder: ``metadata.jsonl`` with ``file_name`` and ``text``;
-kohya / SimpleTuner: png + txt). Each file is written atomically (``atomic_file``, the pack's one writer);
-the item's line in ``metadata.jsonl`` is appended last, under a lock, and is the completion marker: an index
+kohya / SimpleTuner: png + txt). The item's line in ``metadata.jsonl`` is the completion marker: an index
 with a line is complete and is never rewritten; an index without one (a run stopped mid-item) is written again.
+
+Several writers may share one folder (the writer node in several ComfyUI servers, the headless driver's
+threads, ``python -m dataset.make`` and a ComfyUI at once), so an item is written in two steps:
+
+1. staging, with no lock held: each file is written (``atomic_file``, the pack's one writer) into a private
+   ``.partial-NNNNN-*`` folder inside the dataset folder;
+2. commit, under the folder's lock (``_locked``, one short critical section per item): read the lines other
+   writers appended, then either give up (the index is complete: the same prompt and seed is a skip, another
+   one is refused with ``ItemConflict``) or rename the staged files onto ``NNNNN.*`` and append the line.
+
+Every rename onto an item's names happens under the lock in the same critical section as its line, so the
+files of a complete item are exactly those of the writer whose line it is; a racing writer sees the item
+complete or not at all, never a mix. The staging folder is removed in every case but a killed process.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -59,27 +74,83 @@ def _write_atomic(path: str, data: bytes) -> None:
         f.write(data)
 
 
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(root: str) -> threading.Lock:
+    """One in-process lock per folder (the driver's worker threads share a folder)."""
+    key = os.path.realpath(root)
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(key, threading.Lock())
+
+
 @contextmanager
 def _locked(root: str) -> Iterator[None]:
-    """An exclusive lock across processes (several ComfyUI servers may write into one folder)."""
-    with open(os.path.join(root, LOCK), "a+b") as f:
+    """An exclusive lock on ``root`` across threads and processes (several ComfyUI servers, the headless driver).
+
+    POSIX: ``fcntl.flock`` on ``root/.metadata.lock``, held by the open file, so it is released when its holder
+    exits or is killed (Linux NFS maps it onto a byte-range lock, which other NFS clients see too). Windows:
+    ``msvcrt.locking`` on the lock file's first byte, also across processes. A platform with neither gets the
+    in-process lock only: writers in one process are safe, writers in several processes are not.
+    """
+    with _thread_lock(root), open(os.path.join(root, LOCK), "a+b") as f:
         try:
             import fcntl
-        except ImportError:  # Windows: appends of one short line are still atomic enough in practice
+        except ImportError:
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+            return
+        try:
+            import msvcrt
+        except ImportError:
             yield
             return
-        fcntl.flock(f, fcntl.LOCK_EX)
+        while True:
+            f.seek(0)
+            try:
+                msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)  # retries for about 10 s, then EDEADLOCK
+                break
+            except OSError as e:
+                if e.errno != getattr(errno, "EDEADLOCK", errno.EDEADLK):
+                    raise
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+def _fsync_dir(path: str) -> None:
+    """Make the renames into ``path`` durable before the item's line is (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class DatasetWriter:
-    """Writes items into ``root``; ``write`` returns False when the item is already there (resume)."""
+    """Writes items into ``root``; ``write`` returns False when the item is already there (resume).
 
-    def __init__(self, root: str):
+    ``on_staged``, when given, is called with each item after its files are staged and before the lock is
+    taken for the commit: the point where two writers of one index race. Tests use it to replay races step
+    by step; normal use leaves it None. One writer may be shared by threads.
+    """
+
+    def __init__(self, root: str, on_staged: Callable[[DatasetItem], None] | None = None):
         self.root = root
+        self.on_staged = on_staged
         try:
             os.makedirs(root, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe-", delete=True)
@@ -88,34 +159,60 @@ class DatasetWriter:
             raise ValueError(f"cannot write to dataset folder {root} ({e.strerror}): pick a writable folder") from None
         self._rows: dict[int, dict] = {}
         self._offset = 0
+        self._rows_lock = threading.Lock()
 
     def complete(self) -> dict[int, dict]:
         """index -> metadata row of every complete item; reads only what other writers appended since."""
-        self._offset = _read_rows(os.path.join(self.root, METADATA), self._rows, self._offset)
-        return self._rows
+        with self._rows_lock:
+            self._offset = _read_rows(os.path.join(self.root, METADATA), self._rows, self._offset)
+            return dict(self._rows)
+
+    def _row(self, index: int) -> dict | None:
+        with self._rows_lock:
+            self._offset = _read_rows(os.path.join(self.root, METADATA), self._rows, self._offset)
+            return self._rows.get(index)
+
+    def _done(self, item: DatasetItem) -> bool:
+        """True if ``item``'s index is complete with the same prompt and seed; ItemConflict if with others."""
+        done = self._row(item.index)
+        if done is None:
+            return False
+        if done.get("text") != item.text or done.get("seed") != item.seed:
+            raise ItemConflict(f"item {item.stem} in {self.root} already exists with another prompt or seed: "
+                               "write into a new folder, or delete the item to regenerate it")
+        return True
 
     def write(self, item: DatasetItem, png: bytes, conditioning: bytes | None = None) -> bool:
-        done = self.complete().get(item.index)
-        if done is not None:
-            if done.get("text") != item.text or done.get("seed") != item.seed:
-                raise ItemConflict(f"item {item.stem} in {self.root} already exists with another prompt or seed: "
-                                   "write into a new folder, or delete the item to regenerate it")
+        if self._done(item):  # the common resume case, without staging anything
             return False
-        _write_atomic(os.path.join(self.root, f"{item.stem}.png"), png)
-        _write_atomic(os.path.join(self.root, f"{item.stem}.txt"), item.text.encode("utf-8"))
+        files = {f"{item.stem}.png": png, f"{item.stem}.txt": item.text.encode("utf-8")}
         if conditioning is not None:
-            _write_atomic(os.path.join(self.root, f"{item.stem}.cond.safetensors"), conditioning)
+            files[f"{item.stem}.cond.safetensors"] = conditioning
         line = (item.metadata_line(conditioning is not None) + "\n").encode("utf-8")
-        with _locked(self.root):
-            if item.index in self.complete():  # another writer finished the same index meanwhile
-                return False
-            path = os.path.join(self.root, METADATA)
-            _repair_torn_tail(path)
-            with open(path, "ab") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
-        return True
+        stage = tempfile.mkdtemp(prefix=f".partial-{item.stem}-", dir=self.root)
+        try:
+            for name, data in files.items():
+                _write_atomic(os.path.join(stage, name), data)
+            if self.on_staged is not None:
+                self.on_staged(item)
+            with _locked(self.root):
+                if self._done(item):  # another writer completed the index meanwhile (or refused above)
+                    return False
+                for name in files:
+                    os.replace(os.path.join(stage, name), os.path.join(self.root, name))
+                stale = os.path.join(self.root, f"{item.stem}.cond.safetensors")
+                if conditioning is None and os.path.exists(stale):  # left by an earlier, unfinished writer
+                    os.unlink(stale)
+                _fsync_dir(self.root)
+                path = os.path.join(self.root, METADATA)
+                _repair_torn_tail(path)
+                with open(path, "ab") as f:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+            return True
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _repair_torn_tail(path: str) -> None:

@@ -23,7 +23,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from dataset.folder import DatasetItem, DatasetWriter
+from dataset.folder import DatasetItem, DatasetWriter, ItemConflict
 from dataset.prompts import PromptRecord, read_jsonl
 from harness.client import ComfyClient, ComfyServerError, PromptRejected
 from harness.graph import inline_outputs, replace_node
@@ -94,6 +94,10 @@ class Driver:
                 with self.lock:
                     self.remaining -= 1
                 progress.update(1)
+            except ItemConflict as e:  # the index is another writer's, with another prompt: no retry, no strike
+                with self.lock:
+                    self.failed.append(f"item {job.index:05d}: {e}")
+                    self.remaining -= 1
             except (ComfyServerError, PromptRejected, TimeoutError, ValueError, OSError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 strikes += 1

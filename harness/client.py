@@ -23,8 +23,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# Called with (kind, data) for each websocket event of the prompt being waited on, as it arrives (progress display).
+EventCallback = Callable[[str, dict[str, Any]], None]
 
 
 class ComfyServerError(RuntimeError):
@@ -181,8 +185,13 @@ class ComfyClient:
         ws_url = "ws" + self.url[len("http"):] if self.url.startswith("http") else f"ws://{self.url}"
         return websocket.create_connection(f"{ws_url}/ws?clientId={self.client_id}", timeout=timeout)
 
-    def wait(self, prompt_id: str, timeout: float = 300.0, *, _ws: Any = None) -> RunResult:
+    def wait(
+        self, prompt_id: str, timeout: float = 300.0, *, on_event: EventCallback | None = None, _ws: Any = None
+    ) -> RunResult:
         """Block until ``prompt_id`` finished (websocket events, history as the fallback); at most ``timeout`` s.
+
+        ``on_event(kind, data)`` sees each of the prompt's events as it arrives (e.g. ``progress`` with ``value``
+        and ``max``, the sampler's steps); it only watches, the result is the same without it.
 
         On timeout the prompt is interrupted/deleted so the server stays usable, and TimeoutError is raised.
         """
@@ -220,6 +229,8 @@ class ComfyClient:
                     if data.get("prompt_id") != prompt_id:
                         continue
                     events.append((kind, data))
+                    if on_event is not None:
+                        on_event(kind, data)
                     if kind in ("execution_error", "execution_interrupted") or (
                         kind == "executing" and data.get("node") is None
                     ):
@@ -244,12 +255,14 @@ class ComfyClient:
             status = "success"
         return RunResult(prompt_id=prompt_id, status=status, history=entry, error=error, events=events, seconds=secs)
 
-    def run(self, prompt: dict[str, Any], timeout: float = 300.0) -> RunResult:
-        """Queue and wait; the websocket is opened first so no event of this prompt can be missed."""
+    def run(
+        self, prompt: dict[str, Any], timeout: float = 300.0, *, on_event: EventCallback | None = None
+    ) -> RunResult:
+        """Queue and wait (``on_event`` as in ``wait``); the websocket is opened first so no event is missed."""
         ws = self._connect_ws()
         try:
             prompt_id = self.queue(prompt)
         except BaseException:
             ws.close()
             raise
-        return self.wait(prompt_id, timeout, _ws=ws)
+        return self.wait(prompt_id, timeout, on_event=on_event, _ws=ws)

@@ -1,85 +1,76 @@
 // ComfyUI-L2P frontend: a live training panel on L2PTrain, and size / shift / memory hints on
-// L2PEmptyImage and L2PNoiseShift. Every figure in the hints comes from the Python route /l2p/hints;
-// this file only gathers widget values, draws, and formats (l2p_format.js).
+// L2PEmptyImage and L2PNoiseShift. Every figure in the hints comes from the Python route /l2p/hints; which
+// model, shift node and size the sampler really gets is found on a snapshot of the graph (l2p_wiring.js);
+// this file only snapshots, draws, and formats (l2p_format.js).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { chartPoints, pushPoint, statusLine } from "./l2p_format.js";
+import { chartPoints, hintText, pushPoint, statusLine } from "./l2p_format.js";
+import { hintParams, hintQuery } from "./l2p_wiring.js";
 
 const HINT_NODES = new Set(["L2PEmptyImage", "L2PNoiseShift"]);
 
-function widgetValue(node, name) {
-  return node?.widgets?.find((w) => w.name === name)?.value;
-}
-
-function upstream(node, inputName) {
-  const slot = node?.findInputSlot ? node.findInputSlot(inputName) : -1;
-  return slot >= 0 ? node.getInputNode(slot) : null;
-}
-
-// The L2P checkpoint feeding a node's "model" input, following MODEL pass-through nodes.
-function ckptName(node) {
-  let current = upstream(node, "model");
-  for (let hops = 0; current && hops < 8; hops++) {
-    const name = widgetValue(current, "ckpt_name");
-    if (name) return name;
-    current = upstream(current, "model");
+// A plain snapshot of the graph for l2p_wiring.js: per node its type, widget values and input origins.
+function graphSnapshot(graph) {
+  const nodes = {};
+  for (const n of graph?._nodes ?? []) {
+    const inputs = {};
+    (n.inputs ?? []).forEach((input, slot) => {
+      inputs[input.name] = n.getInputNode?.(slot)?.id ?? null;
+    });
+    const widgets = {};
+    for (const w of n.widgets ?? []) if (w.name && !w.name.startsWith("l2p_")) widgets[w.name] = w.value;
+    nodes[n.id] = { type: n.comfyClass ?? n.type, inputs, widgets };
   }
-  return "";
+  return { nodes };
 }
 
-function hintQuery(node) {
-  let sizeNode = node;
-  const q = {};
-  if (node.comfyClass === "L2PNoiseShift") {
-    q.mode = widgetValue(node, "mode");
-    q.shift = widgetValue(node, "shift");
-    sizeNode = upstream(node, "latent");
-    if (!sizeNode || sizeNode.comfyClass !== "L2PEmptyImage") return null;
-  }
-  q.width = widgetValue(sizeNode, "width");
-  q.height = widgetValue(sizeNode, "height");
-  q.batch = widgetValue(sizeNode, "batch_size");
-  q.preset = widgetValue(sizeNode, "preset") ?? "";
-  q.fit = widgetValue(sizeNode, "fit") ?? "reject";
-  q.ckpt_name = ckptName(sizeNode) || ckptName(node);
-  return new URLSearchParams(Object.entries(q).filter(([, v]) => v !== undefined && v !== null));
+// Any widget or link change anywhere can change what a hint describes (the shift node's value, the loader's
+// file, a new sampler): every hint node refreshes (each debounced).
+function refreshHints(graph) {
+  for (const n of graph?._nodes ?? []) n.l2pRefreshHint?.();
 }
 
-function addHint(node) {
-  const box = element("div", "l2p-hint", "font: 11px monospace; white-space: pre-wrap; opacity: 0.85; padding: 2px 4px;");
-  node.addDOMWidget("l2p_hint", "l2p_hint", box, { serialize: false, hideOnZoom: false });
-  let timer = null;
-  const refresh = () => {
-    clearTimeout(timer);
-    timer = setTimeout(async () => {
-      const query = hintQuery(node);
-      if (!query) {
-        box.textContent = "connect the latent from L2P Empty Image to see the shift";
-        return;
-      }
-      try {
-        const res = await api.fetchApi(`/l2p/hints?${query}`);
-        const data = await res.json();
-        box.textContent = data.text;
-        box.dataset.ok = String(data.ok);
-      } catch (err) {
-        box.textContent = `hint unavailable: ${err}`;
-      }
-    }, 150);
-  };
+function watchForHints(node) {
   for (const w of node.widgets ?? []) {
     const original = w.callback;
     w.callback = function (...args) {
       const result = original?.apply(this, args);
-      refresh();
+      refreshHints(node.graph ?? app.graph);
       return result;
     };
   }
   const onConnectionsChange = node.onConnectionsChange;
   node.onConnectionsChange = function (...args) {
     const result = onConnectionsChange?.apply(this, args);
-    refresh();
+    refreshHints(node.graph ?? app.graph);
     return result;
+  };
+}
+
+function addHint(node) {
+  const box = element("div", "l2p-hint", "font: 11px monospace; white-space: pre-wrap; opacity: 0.85; padding: 2px 4px;");
+  node.addDOMWidget("l2p_hint", "l2p_hint", box, { serialize: false, hideOnZoom: false });
+  let timer = null;
+  let asked = 0;
+  const refresh = () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const wiring = hintParams(graphSnapshot(node.graph ?? app.graph), node.id);
+      if (wiring.missing !== undefined) {
+        box.textContent = wiring.missing;
+        return;
+      }
+      const ask = ++asked;
+      try {
+        const res = await api.fetchApi(`/l2p/hints?${hintQuery(wiring.params)}`);
+        const data = await res.json();
+        if (ask !== asked) return; // a newer answer is on its way
+        box.textContent = hintText(data);
+        box.dataset.ok = String(data.ok === true);
+      } catch (err) {
+        if (ask === asked) box.textContent = `hint unavailable: ${err}`;
+      }
+    }, 150);
   };
   node.l2pRefreshHint = refresh;
   refresh();
@@ -172,5 +163,9 @@ app.registerExtension({
   nodeCreated(node) {
     if (node.comfyClass === "L2PTrain") addTrainPanel(node);
     if (HINT_NODES.has(node.comfyClass)) addHint(node);
+    watchForHints(node);
+  },
+  afterConfigureGraph() {
+    refreshHints(app.graph); // a loaded workflow: its links exist now
   },
 });

@@ -1,6 +1,6 @@
 // Pure helpers of the L2P frontend (no DOM, no ComfyUI): formatting, ETA, the loss series and its chart
-// geometry. Unit-tested with `node --test js/tests`. Sizes, shifts and memory figures are never computed
-// here: they come from the Python route /l2p/hints.
+// geometry, the hint box's text. Unit-tested with `node --test js/tests`. Sizes, shifts and memory figures
+// are never computed here: they come from the Python route /l2p/hints.
 
 export function formatBytes(bytes) {
   if (!Number.isFinite(bytes) || bytes < 0) return "?";
@@ -68,4 +68,11 @@ export function statusLine(state) {
   if (Number.isFinite(eta)) parts.push(`ETA ${formatDuration(eta)}`);
   if (state.memoryMb > 0) parts.push(`mem ${formatBytes(state.memoryMb * 2 ** 20)}`);
   return parts.join(" · ");
+}
+
+// The text a hint box shows for an answer of /l2p/hints: the hint, or the message saying what is wrong.
+export function hintText(data) {
+  if (data?.ok === true && typeof data.text === "string") return data.text;
+  if (typeof data?.message === "string" && data.message) return data.message;
+  return "hint unavailable";
 }

@@ -38,9 +38,14 @@ class SourceArch:
     axes_fractions: tuple[float, float, float] = (0.25, 0.375, 0.375)
     official_layout: bool = True  # the released L2P (diffusers-style) key names exist for this architecture
     marker: str = ""  # a key only this architecture has (prefix stripped)
+    marker_pattern: str = ""  # the same kind of key in any block: one missing tensor does not change the arch
 
     def matches(self, keys: set[str]) -> bool:
-        return "cap_embedder.1.weight" in keys and (not self.marker or self.marker in keys)
+        if "cap_embedder.1.weight" not in keys:
+            return False
+        if not self.marker or self.marker in keys:
+            return True
+        return bool(self.marker_pattern) and any(re.match(self.marker_pattern, k) for k in keys)
 
     def blocks(self, keys: Iterable[str]) -> list[str]:
         """Main-block prefixes (``layers.0`` ...) in execution order."""
@@ -75,7 +80,9 @@ ZIMAGE = SourceArch(name="z-image", label="Z-Image (Turbo or base)", default_shi
 LUMINA2 = SourceArch(name="lumina2", label="Lumina-Image 2.0", default_shift=6.0, text_encoder="Gemma-2-2B",
                      rope_theta=10000.0, time_scale=1.0, z_image_modulation=False,
                      axes_fractions=(1 / 3, 1 / 3, 1 / 3), official_layout=False,
-                     marker="layers.0.adaLN_modulation.1.weight", **_NEXTDIT)
+                     marker="layers.0.adaLN_modulation.1.weight",
+                     marker_pattern=r"^(?:layers|noise_refiner)\.\d+\.adaLN_modulation\.1\.(?:weight|bias)$",
+                     **_NEXTDIT)
 
 # Most specific first: detection takes the first match.
 ARCHITECTURES: dict[str, SourceArch] = {a.name: a for a in (LUMINA2, ZIMAGE)}

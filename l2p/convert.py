@@ -26,9 +26,9 @@ from torch import nn
 from .arch import SourceArch, detect_arch
 from .format.export import OWN, Export, export_metadata, layout_plan, plan_export
 from .format.keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix, with_head_prefix
-from .format.layouts import COMFY, OFFICIAL, detect_layout
+from .format.layouts import COMFY, OFFICIAL, detect_layout, infer_patch_size, source_config
 from .format.tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash
-from .head import HEAD_VARIANTS, build_head, detect_head_variant
+from .head import HEAD_VARIANTS, build_head, detect_head_variant, head_width_div
 from .init_fit import FIT_INITS, fit_pixel_embedder
 from .policies import report
 
@@ -62,7 +62,8 @@ def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "off
     if has_head(meta):
         raise L2PFormatError(f"the source is already an L2P model (it has {HEAD_PREFIX}*): load it with "
                              "L2PModelLoader instead of converting it")
-    arch = detect_arch(meta.keys())
+    # Every tensor of the source's architecture (names, shapes, float dtypes); its final layer may be absent.
+    arch, _ = source_config(meta, final_layer=False)
     layout = layout or (OFFICIAL if arch.official_layout else COMFY)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: use official or comfy")
@@ -147,70 +148,117 @@ def _vae_fit_pairs(vae_dir: str, arch: SourceArch, patch_size: int, n_images: in
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m l2p.convert", description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", required=True, help="latent DiT: a .safetensors file (ComfyUI or diffusers names) or "
-                                                    "a diffusers folder (config.json + shards, or a pipeline folder)")
+                                                    "a diffusers folder (config.json + shards, or a pipeline folder); "
+                                                    "or an L2P model to re-head (--head)")
     ap.add_argument("--out", required=True, help="the L2P .safetensors file to write")
-    ap.add_argument("--patch", type=int, default=None, help="pixel patch size (default: 16, or the --head's patch)")
+    ap.add_argument("--patch", type=int, default=None, help="pixel patch size (default: 16, or the --head's patch; "
+                                                            "a re-head always takes the --head's patch)")
     ap.add_argument("--head", choices=list(HEAD_VARIANTS), default=None,
                     help="Detailer Head variant: 1k (patch 16), 4k (64), 8k (128), 10k (160). Given an L2P source, "
-                         "re-heads it (patch embedder resized, head inherited where shapes fit)")
-    ap.add_argument("--init", choices=INITS, default="official", help="pixel embedder init")
+                         "re-heads it (patch embedder resized, head inherited where names and shapes fit)")
+    ap.add_argument("--init", choices=INITS, default=None, help="pixel embedder init (default: official; not for a "
+                                                                "re-head, which resizes the source's embedder)")
     ap.add_argument("--layout", choices=LAYOUTS, default=None, help="official (Z-Image default) or comfy")
-    ap.add_argument("--policy", default="official", help="trainable-set policy stored in the metadata: paper, "
-                                                         "official or custom:<ranges>")
+    ap.add_argument("--policy", default=None, help="trainable-set policy stored in the metadata: paper, official or "
+                                                   "custom:<ranges> (default: official; a re-head keeps the source's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--head-width-div", type=int, default=1,
-                    help="build the Detailer Head this many times narrower (1 = official; tiny CPU models use 4)")
+    ap.add_argument("--head-width-div", type=int, default=None,
+                    help="build the Detailer Head this many times narrower (default: 1 = official for a latent "
+                         "source, the source head's width for a re-head; tiny CPU models use 4)")
     ap.add_argument("--vae", help="diffusers AutoencoderKL folder for the vae_* inits (default: <source>/vae)")
     ap.add_argument("--fit-images", type=int, default=64, help="procedural images encoded for the vae_* fit")
     ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--print-metadata", action="store_true", help="also print the file's l2p.* metadata as JSON")
     args = ap.parse_args(argv)
     if os.path.exists(args.out) and not args.overwrite:
         print(f"error: {args.out} exists: pick another --out or pass --overwrite", file=sys.stderr)
         return 2
     try:
         source = open_source(args.source)
+        source_name = {"source_name": os.path.basename(os.path.normpath(args.source))}  # never the path itself
         if any(f".{HEAD_PREFIX}" in f".{k}" for k in source.meta):  # an L2P source, under any prefix
-            return _rehead(source, args)
-        known = {v.cls.patch_size: name for name, v in HEAD_VARIANTS.items()}
-        head = args.head or known.get(args.patch, "1k")  # other patches: the 1K head (features resized)
-        patch = args.patch or HEAD_VARIANTS[head].cls.patch_size
-        fit_pairs = None
-        if args.init in FIT_INITS:
-            vae_dir = args.vae or os.path.join(args.source, "vae")
-            if not os.path.isdir(vae_dir):
-                raise ValueError(f"--init {args.init} needs the source's VAE: pass --vae DIR (a diffusers "
-                                 "AutoencoderKL folder)")
-            fit_pairs = _vae_fit_pairs(vae_dir, detect_arch(source.meta.keys()), patch, args.fit_images, args.seed)
-        conv = plan_conversion(source, patch_size=patch, init=args.init, seed=args.seed, layout=args.layout,
-                               policy=args.policy, fit_pairs=fit_pairs, head_variant=head,
-                               head_width_div=args.head_width_div)
-        conv.write(args.out, progress=_tqdm_progress)
+            exp, summary = _rehead(source, args, source_name)
+        else:
+            exp, summary = _convert(source, args, source_name)
+        exp.write(args.out, progress=_tqdm_progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": args.out, **conv.metadata}, indent=1))
+    print(_summary(args.out, exp, summary))
+    if args.print_metadata:
+        print(json.dumps(exp.metadata, indent=1))
     return 0
 
 
-def _rehead(source: TensorSource, args: argparse.Namespace) -> int:
+def _convert(source: TensorSource, args: argparse.Namespace, source_name: dict[str, str]) -> tuple[Export, dict]:
+    """A latent source -> an L2P model (``plan_conversion``), with the source's file name in the metadata."""
+    known = {v.cls.patch_size: name for name, v in HEAD_VARIANTS.items()}
+    head = args.head or known.get(args.patch, "1k")  # other patches: the 1K head (features resized)
+    patch = args.patch or HEAD_VARIANTS[head].cls.patch_size
+    init = args.init or "official"
+    width_div = 1 if args.head_width_div is None else args.head_width_div
+    fit_pairs = None
+    if init in FIT_INITS:
+        vae_dir = args.vae or os.path.join(args.source, "vae")
+        if not os.path.isdir(vae_dir):
+            raise ValueError(f"--init {init} needs the source's VAE: pass --vae DIR (a diffusers "
+                             "AutoencoderKL folder)")
+        fit_pairs = _vae_fit_pairs(vae_dir, detect_arch(source.meta.keys()), patch, args.fit_images, args.seed)
+    conv = plan_conversion(source, patch_size=patch, init=init, seed=args.seed, layout=args.layout,
+                           policy=args.policy or "official", fit_pairs=fit_pairs, head_variant=head,
+                           head_width_div=width_div)
+    exp = Export(conv.plan, export_metadata(conv.layout, source_name, conv.metadata))
+    return exp, {"arch": conv.arch, "head": head, "width_div": width_div, "patch": patch, "layout": conv.layout,
+                 "rows": [("init", f"{init} pixel embedder; the Detailer Head at its seeded default init")]}
+
+
+def _rehead(source: TensorSource, args: argparse.Namespace, source_name: dict[str, str]) -> tuple[Export, dict]:
     """An L2P source -> another head variant (python -m l2p.convert --source l2p-1k.safetensors --head 4k)."""
     from .hr_convert import inherited_head_tensors, l2p_to_variant
 
     if args.head is None:
         raise ValueError("the source is already an L2P model: pass --head 4k, 8k or 10k to re-head it, or load it "
                          "with L2PModelLoader")
-    sd = {k: source.get(k) for k in source.meta}
-    out = l2p_to_variant(sd, args.head, seed=args.seed)
-    layout = args.layout or detect_layout(strip_prefix(sd).keys())
     patch = HEAD_VARIANTS[args.head].cls.patch_size
+    if args.patch is not None and args.patch != patch:
+        raise ValueError(f"a re-head to {args.head} takes patch {patch} (the head's): drop --patch {args.patch}")
+    if args.init is not None:
+        raise ValueError("--init is for latent sources: a re-head resizes the L2P source's patch embedder, drop "
+                         f"--init {args.init}")
+    sd = {k: source.get(k) for k in source.meta}
+    stripped = strip_prefix(sd)
+    current = detect_head_variant(sd.keys())
+    out = l2p_to_variant(sd, args.head, seed=args.seed, width_div=args.head_width_div)
+    inherited = inherited_head_tensors(sd, args.head, width_div=args.head_width_div)
+    layout = args.layout or detect_layout(stripped.keys())
+    arch = detect_arch(stripped.keys())
+    policy = args.policy or source.metadata.get("l2p.policy") or "official"
+    rep = report({k: v.shape for k, v in out.items()}, policy, len(arch.blocks(out.keys())))
     exp = plan_export(out, layout, patch, {
-        "head_variant": args.head, "patch_size": patch, "init": f"rehead_from_{detect_head_variant(sd.keys())}",
-        "layout": OWN, "inherited_head": ",".join(inherited_head_tensors(sd, args.head)), "pack_version": OWN,
-        "seed": args.seed,
+        "head_variant": args.head, "patch_size": patch, "init": f"rehead_from_{current}",
+        "layout": OWN, "inherited_head": ",".join(inherited), "pack_version": OWN, "seed": args.seed,
+        "policy": policy, "policy_report": rep, **source_name, "source_hash": tensors_hash(DictSource(sd)),
     }, inherited=source.metadata)
-    exp.write(args.out, progress=_tqdm_progress)
-    print(json.dumps({"out": args.out, **exp.metadata}, indent=1))
-    return 0
+    head_total = sum(1 for k in out if k.startswith(HEAD_PREFIX))
+    return exp, {"arch": arch, "head": args.head, "width_div": head_width_div(out), "patch": patch,
+                 "layout": layout, "rows": [("embedder", f"resized from patch {infer_patch_size(stripped)} to {patch}"),
+                          ("inherited", f"{len(inherited)} of {head_total} Detailer Head tensors from the {current} "
+                                        "head (listed in l2p.inherited_head)")]}
+
+
+def _summary(path: str, exp: Export, s: dict) -> str:
+    """What the CLI prints: where the file went and what it is (the full metadata: --print-metadata)."""
+    def count(pred) -> int:
+        return sum(p.meta.numel() for p in exp.plan if pred(p.name))
+
+    total, head = count(lambda n: True), count(lambda n: n.startswith(HEAD_PREFIX))
+    narrow = f" ({s['width_div']}x narrower than the official head)" if s["width_div"] != 1 else ""
+    source = f"{exp.metadata['l2p.source_name']} (sha256 {exp.metadata['l2p.source_hash'][:12]})"
+    rows = [("source", source), ("architecture", s["arch"].label), ("patch", str(s["patch"])),
+            ("head", f"{s['head']}{narrow}"), ("layout", s["layout"]),
+            ("parameters", f"{total:,} ({head:,} in the Detailer Head)"),
+            ("trainable", exp.metadata["l2p.policy_report"]), *s["rows"]]
+    return "\n".join([f"wrote {path}", *(f"  {k:<14}{v}" for k, v in rows)])
 
 
 if __name__ == "__main__":

@@ -17,12 +17,21 @@ kept as skips and freed when the decoder pops them; Sequential temporaries freed
 cat of up and skip alive during the dec conv and its SiLU) and returns the peak of the live channels, each
 weighted by its resolution (a tensor at level l, H/2**l, counts 4**-l per full-resolution pixel). Times the
 element size that is the activation bytes per image pixel; ``SLACK`` covers conv workspaces and allocator
-rounding. Pure torch, no ComfyUI import.
+rounding.
+
+Sampling memory (``sampling_memory``): what one model call needs besides the weights, so that a size that cannot
+fit is refused before sampling starts. The call's peak is the larger of the trunk stage (one NextDiT block's
+live activations per token, ``trunk_memory_bytes``) and the head stage (the unified tokens, the feature map and
+the head, tiled or not), plus the padded pixels and the sampler's full-size copies (noise, x, model input and
+output). Attention scores are not counted: ComfyUI's attention is flash or chunked to the free memory.
+``fitting_size`` searches the largest size or batch whose estimate fits. Pure torch, no ComfyUI import.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -174,3 +183,89 @@ def auto_tile_size(variant: str, height: int, width: int, batch: int, free_bytes
         if tiled_memory_bytes(variant, height, width, batch, dtype_bytes, tile, feature_dim) <= free_bytes:
             return tile
     return grid
+
+
+# One NextDiT block's live activations, in elements of the model's dtype per token: the peak of its attention
+# half (residual stream, the blocks' input kept for block patches, the normed and modulated input, q/k/v, normed
+# q and k, their rotated copies, the attention output: about 14 x dim) and its feed-forward half (stream, kept
+# input and normed input, 3 x dim, with w1, SiLU(w1) and w3, 3 x ffn). The RoPE table is fp32 (8 bytes per
+# head-dim entry and token). Token counts are rounded up to the 32-token padding of Z-Image.
+ATTENTION_DIMS, FFN_DIMS, FFN_HIDDEN, ROPE_BYTES = 14, 3, 3, 8
+TOKEN_PAD = 32
+# Full-size float32 copies of the image that the sampler holds while the model runs: latent, noise, x, the model
+# input, the first conditioning's output and core's negated output (the head's own output is in its estimate).
+SAMPLER_COPIES = 6
+
+
+def trunk_memory_bytes(tokens: int, dim: int, ffn_dim: int, head_dim: int, dtype_bytes: int) -> int:
+    """Estimated activation peak of the DiT trunk on ``tokens`` tokens (all batch items; ``SLACK`` included)."""
+    per_token = dtype_bytes * max(ATTENTION_DIMS * dim, FFN_DIMS * dim + FFN_HIDDEN * ffn_dim) + ROPE_BYTES * head_dim
+    return math.ceil(per_token * tokens * SLACK)
+
+
+def _pad(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class SamplingMemory:
+    """The estimate of one model call on a batch of height x width images (bytes), by part."""
+
+    height: int
+    width: int
+    batch: int
+    tokens: int  # trunk tokens, all batch items
+    trunk: int  # trunk stage
+    head: int  # head stage: unified tokens, feature map and the head (tiled with ``tile``)
+    tile: int  # the head's tile, 0 = untiled
+    images: int  # padded pixels and the sampler's full-size copies
+
+    @property
+    def total(self) -> int:
+        return max(self.trunk, self.head) + self.images
+
+
+def sampling_memory(variant: str, height: int, width: int, batch: int, dtype_bytes: int, *, patch: int, dim: int,
+                    ffn_dim: int, head_dim: int, cap_tokens: int, tile: int | None,
+                    sampler_copies: int = SAMPLER_COPIES) -> SamplingMemory:
+    """Estimated memory of one model call (weights not included).
+
+    ``tile``: the head's tile side (0 untiled), or None for the smallest tile (what ``auto`` falls back to, so
+    the estimate is the least this size can need). ``sampler_copies``: full-size float32 copies of the image
+    that the sampler holds on the same device during the call (``SAMPLER_COPIES`` before sampling starts).
+    """
+    cls = HEAD_VARIANTS[variant].cls
+    grid = tile_grid(cls)
+    hp, wp = _pad(height, math.lcm(patch, cls.multiple)), _pad(width, math.lcm(patch, cls.multiple))
+    img_tokens = (hp // patch) * (wp // patch)
+    tokens = batch * (_pad(img_tokens, TOKEN_PAD) + _pad(cap_tokens, TOKEN_PAD))
+    tile = grid if tile is None else int(tile)
+    head = tiled_memory_bytes(variant, hp, wp, batch, dtype_bytes, tile, dim)
+    head += (tokens + batch * img_tokens) * dim * dtype_bytes  # the unified tokens and the feature map
+    images = batch * 3 * (hp * wp * dtype_bytes + height * width * 4 * sampler_copies)
+    return SamplingMemory(height, width, batch, tokens, trunk_memory_bytes(tokens, dim, ffn_dim, head_dim, dtype_bytes),
+                          head, tile if tile > 0 and (tile < hp or tile < wp) else 0, images)
+
+
+def fitting_size(need: Callable[[int, int, int], int], height: int, width: int, batch: int, grid: int,
+                 budget: int) -> tuple[int, int, int] | None:
+    """The largest (height, width, batch) with ``need(h, w, b) <= budget``: the largest batch at this size when
+    batch > 1 and one image fits, else the largest size of about the same aspect (sides multiples of ``grid``)
+    at batch 1; None when not even one grid cell fits. ``need`` must grow with each argument."""
+    if need(height, width, 1) <= budget:
+        lo, hi = 1, batch  # need(lo) fits, need(hi) does not (the caller's size does not fit)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if need(height, width, mid) <= budget else (lo, mid)
+        return height, width, lo
+    long = max(height, width)
+
+    def sides(n: int) -> tuple[int, int]:  # n grid steps on the long side, the short one scaled and snapped
+        side = n * grid
+        return (max(grid, height * side // long // grid * grid), max(grid, width * side // long // grid * grid))
+
+    lo, hi = 0, -(-long // grid)  # sides(hi) does not fit (the caller's size, batch 1, does not)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if need(*sides(mid), 1) <= budget else (lo, mid)
+    return (*sides(lo), 1) if lo else None

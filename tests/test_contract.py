@@ -11,7 +11,18 @@ import sys
 
 import pytest
 
-from training.contract import EVENTS, WS_EVENT, TrainConfig, event_line, load_toml, parse_event, to_toml, ws_payload
+from training.contract import (
+    EVENTS,
+    WS_EVENT,
+    TrainConfig,
+    error_line,
+    event_line,
+    help_text,
+    load_toml,
+    parse_event,
+    to_toml,
+    ws_payload,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -131,3 +142,62 @@ def test_the_contract_is_stdlib_only_and_the_nodes_only_training_import():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("training"):
                 assert node.level == 2 and node.module == "training.contract", path.name
+
+
+def test_every_field_has_a_description_and_its_default_in_help_text():
+    for f in dataclasses.fields(TrainConfig):
+        assert len(f.metadata.get("help", "").split()) >= 3, f"{f.name}: give it metadata help= (--help shows it)"
+        assert help_text(f).startswith(f.metadata["help"])
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert help_text(fields["steps"]).endswith("(default: 1000)")
+    assert help_text(fields["fixed_noise"]).endswith("(default: true)")
+    assert help_text(fields["export_layout"]).endswith('(default: "official")')
+    assert help_text(fields["extra"]).endswith("(default: {})")
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('steps = "ten"\n', 'steps = "ten" must be a whole number (the default is steps = 1000)'),
+    ("steps = 1.5\n", "steps = 1.5 must be a whole number"),
+    ("steps = true\n", "steps = true must be a whole number"),
+    ("lr = \"fast\"\n", 'lr = "fast" must be a number'),
+    ("lr = inf\n", "lr = inf must be a finite number"),
+    ("shuffle = 1\n", "shuffle = 1 must be true or false"),
+    ("model = 3\n", "model = 3 must be text in quotes"),
+    ("extra = 3\n", "extra = 3 must be a [extra] table"),
+])
+def test_load_toml_refuses_values_of_the_wrong_type(tmp_path, toml, message):
+    path = tmp_path / "run.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ValueError) as e:
+        load_toml(str(path))
+    assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+
+
+def test_load_toml_takes_an_integer_for_a_float(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("lr = 1\nshift = 3\nsteps = 5\n", encoding="utf-8")
+    assert TrainConfig(**load_toml(str(path))) == TrainConfig(lr=1, shift=3, steps=5)
+
+
+def test_check_refuses_a_wrong_type_and_an_unwritable_output_dir(tmp_path):
+    model, ds = tmp_path / "m.safetensors", tmp_path / "ds"
+    model.write_bytes(b"")
+    ds.mkdir()
+    with pytest.raises(ValueError, match=r"^steps = \"ten\" must be a whole number"):
+        TrainConfig(model=str(model), dataset=str(ds), steps="ten").check()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"output_dir .* cannot be written \(.*file is a file, not a folder\)"):
+        TrainConfig(model=str(model), dataset=str(ds), output_dir=str(tmp_path / "file" / "run")).check()
+    TrainConfig(model=str(model), dataset=str(ds), output_dir=str(tmp_path / "new" / "run")).check()
+    assert not (tmp_path / "new").exists()  # looked, created nothing
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    ("error: dataset ds: 1 of 4 items unusable\n", "dataset ds: 1 of 4 items unusable"),
+    ("training:  50%|#####     | 1/2\rerror: none of the items loads\n", "none of the items loads"),
+    ("warning: item 00001 skipped\n", None),
+    ("ValueError: error: not at the start\n", None),
+    ("  File \"x.py\", line 1\n", None),
+])
+def test_error_line_finds_the_trainers_refusal(line, error):
+    assert error_line(line) == error

@@ -56,6 +56,26 @@ def test_atomic_file_without_overwrite_never_replaces(tmp_path):
     assert (tmp_path / "new.bin").read_bytes() == b"x"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+@pytest.mark.parametrize("umask,expected", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)],
+                         ids=["umask022", "umask002", "umask077"])
+def test_atomic_file_gives_the_users_normal_mode(tmp_path, umask, expected):
+    """Not mkstemp's 0600: a written file (new or replacing one) has the mode open() gives, 0666 & ~umask."""
+    old = os.umask(umask)
+    try:
+        for name, mode in (("model.safetensors", "wb"), ("bank.jsonl", "w")):
+            path = tmp_path / name
+            for _ in range(2):  # a new file, then one replacing it
+                with atomic_file(str(path), mode) as f:
+                    f.write(b"x" if "b" in mode else "x")
+                assert os.stat(path).st_mode & 0o777 == expected, oct(os.stat(path).st_mode)
+        save_safetensors_atomic({"a": torch.ones(2)}, str(tmp_path / "sub" / "w.safetensors"))
+        assert os.stat(tmp_path / "sub" / "w.safetensors").st_mode & 0o777 == expected
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(tmp_path)) == ["bank.jsonl", "model.safetensors", "sub"]  # no temp file left
+
+
 def test_a_failing_checkpoint_write_leaves_no_half_file(tmp_path):
     def boom() -> torch.Tensor:
         raise RuntimeError("interrupted")
@@ -142,6 +162,23 @@ def test_export_metadata_common_keys_are_the_exports_own():
     # A caller cannot record another layout than the one written, and without a place the keys go last.
     meta = export_metadata(COMFY, {"layout": "official", "arch": "z-image"})
     assert list(meta) == ["l2p.layout", "l2p.arch", "l2p.pack_version"] and meta["l2p.layout"] == COMFY
+
+
+def test_export_metadata_keeps_no_absolute_paths():
+    """A file travels: its metadata names files, never where they were on the machine that wrote it."""
+    inherited = {"l2p.train_config": 'model = "/home/me/models/l2p/one.safetensors"\n'
+                                     'dataset = "/srv/my data/set"\n'
+                                     'empty_conditioning = "C:\\\\Users\\\\me\\\\empty.cond.safetensors"\n'
+                                     'share = "\\\\\\\\nas\\\\runs\\\\run-3"\nhome = "~/l2p"\nlr = 0.0001\n'}
+    meta = export_metadata(OFFICIAL, {"source": "/tmp/x/Z-Image-Turbo/", "note": "from /mnt/a/b.safetensors, 3/30",
+                                      "policy_report": "official: 1,234 of 5,678 parameters trainable (21.7%)",
+                                      "url": "https://example.org/a/b ./rel/c d/e"}, inherited)
+    assert meta["l2p.train_config"] == ('model = "one.safetensors"\ndataset = "set"\n'
+                                        'empty_conditioning = "empty.cond.safetensors"\nshare = "run-3"\n'
+                                        'home = "l2p"\nlr = 0.0001\n')
+    assert meta["l2p.source"] == "Z-Image-Turbo" and meta["l2p.note"] == "from b.safetensors, 3/30"
+    assert meta["l2p.policy_report"] == "official: 1,234 of 5,678 parameters trainable (21.7%)"
+    assert meta["l2p.url"] == "https://example.org/a/b ./rel/c d/e"  # URLs and relative paths stay
 
 
 @pytest.mark.parametrize("layout", [OFFICIAL, COMFY])

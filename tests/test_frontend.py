@@ -1,7 +1,7 @@
 """The pack in the real ComfyUI frontend, in a real headless Chromium (Debian's, driven by Playwright):
 every shipped workflow loads with no missing or red node and is in the template browser with a thumbnail;
-the hint on L2PEmptyImage follows the width; a tiny training run draws its loss curve and the Stop button
-ends it with a checkpoint. Screenshots land in test-artifacts/frontend/.
+the hint on L2PEmptyImage follows the width and shows the shift the workflow samples at; a tiny training run
+draws its loss curve and the Stop button ends it with a checkpoint. Screenshots land in test-artifacts/frontend/.
 
 Model files: the shipped workflows name real models (Z-Image's text encoder, the official L2P checkpoint...)
 that the test server does not have. Newer frontends (1.49) flag a loader red when its file is not installed
@@ -307,6 +307,33 @@ def test_empty_image_hint_follows_the_width(page):
     page.wait_for_function("""() => window.app.graph._nodes.find(x => x.type === "L2PNoiseShift")
         .widgets.find(w => w.name === "l2p_hint").element.textContent.includes("shift")""", timeout=30_000)
     assert "shift" in hint_text(page, "L2PNoiseShift")
+
+
+def wait_for_hint(page, node_type: str, needle: str) -> str:
+    page.wait_for_function("""([t, s]) => window.app.graph._nodes.find(x => x.type === t)
+        .widgets.find(w => w.name === "l2p_hint").element.textContent.includes(s)""", arg=[node_type, needle],
+                           timeout=30_000)
+    return hint_text(page, node_type)
+
+
+def test_shapes_demo_hint_shows_the_wired_shift(page):
+    """The shapes demo samples through ModelSamplingAuraFlow at shift 1: the empty image's hint says so (not the
+    auto shift of a model it does not use), follows that node's widget, and says the model's default once the
+    sampler takes the loader's model directly."""
+    load(page, json.loads((REPO / "workflows" / "l2p_shapes_demo.json").read_text()))
+    text = wait_for_hint(page, "L2PEmptyImage", "tokens")
+    assert "64x64 -> 4x4 = 16 tokens (patch 16, head 1k)" in text
+    assert "shift 1 (set by ModelSamplingAuraFlow" in text and "0.188" not in text
+    assert "model l2p-shapes-demo.safetensors: Z-Image L2P, native 1024x1024, default shift 3" in text
+    page.evaluate("""() => { const n = window.app.graph._nodes.find(x => x.type === "ModelSamplingAuraFlow");
+        const w = n.widgets.find(w => w.name === "shift"); w.value = 2.5; w.callback(2.5); }""")
+    assert "shift 2.5 (set by ModelSamplingAuraFlow" in wait_for_hint(page, "L2PEmptyImage", "shift 2.5")
+    page.screenshot(path=str(SHOTS / "hint-shapes-demo.png"))
+    page.evaluate("""() => { const g = window.app.graph, find = t => g._nodes.find(x => x.type === t);
+        const sampler = find("KSampler");
+        find("L2PModelLoader").connect(0, sampler, sampler.findInputSlot("model")); }""")
+    text = wait_for_hint(page, "L2PEmptyImage", "the model's default")
+    assert "shift 3 (the model's default: no shift node between loader and sampler)" in text
 
 
 def test_training_panel_draws_the_loss_and_stop_saves_a_checkpoint(page, server):

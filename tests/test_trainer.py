@@ -75,7 +75,7 @@ def test_two_steps_export_a_loadable_checkpoint(world):
     done = launch(world, "run-a", "--steps", "2", "--validate-every", "2", "--validation-steps", "2")
     assert done.returncode == 0, done.stderr
     evs = events(done.stdout)
-    assert [e["event"] for e in evs][0] == "start" and evs[-1]["event"] == "done"
+    assert [e["event"] for e in evs][0] == "start" and evs[-1]["event"] == "done" and evs[-1]["skipped"] == 0
     logs = [e for e in evs if e["event"] == "log"]
     assert [e["step"] for e in logs] == [1, 2] and all(e["loss"] > 0 and e["samples_per_s"] > 0 for e in logs)
     assert "paper:" in evs[0]["policy"]

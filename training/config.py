@@ -1,42 +1,69 @@
 """The training configuration on the command line: a TOML file with flag overrides.
 
-    python training/launch.py --config run.toml [--steps 200 --lr 1e-4 ...] [--print-config]
+    python training/launch.py --config run.toml [--steps 200 --lr 1e-4 ...] [--print-config] [--help]
 
-Every field is also a flag (``--batch-size`` for ``batch_size``); flags win over the file. Checked before
-any work starts, each problem as one line saying what to change. The schema itself (``TrainConfig``,
-``to_toml``) is training/contract.py, shared with the L2PTrain node.
+Every field is also a flag (``--batch-size`` for ``batch_size``); flags win over the file. Each flag's help
+line and default come from the field itself (``TrainConfig``'s field metadata), so ``--help`` and the schema
+cannot drift apart. Checked before any work starts, each problem as one line saying what to change. The
+schema itself (``TrainConfig``, ``to_toml``) is training/contract.py, shared with the L2PTrain node.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import Any, NoReturn
 
-from .contract import TrainConfig, load_toml
+from .contract import ERROR_PREFIX, TrainConfig, help_text, load_toml
 
 __all__ = ["TrainConfig", "parse_args"]  # TrainConfig re-exported: it lives in training/contract.py
 
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+_METAVARS = {int: "N", float: "X", bool: "BOOL", str: "TEXT"}
 
-def _flag_type(f: dataclasses.Field):
-    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}.get(
-        str(f.type), str)
-    if kind is bool:
-        return lambda s: s.lower() in ("1", "true", "yes", "on")
-    return kind
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _flag_type(f: dataclasses.Field) -> type:
+    return f.type if isinstance(f.type, type) else _TYPES.get(str(f.type), str)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A bad flag is refused like a bad config value: one line, exit code 2."""
+        self.exit(2, f"{ERROR_PREFIX}{message}: see {self.prog} --help\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    extra = next(f for f in dataclasses.fields(TrainConfig) if f.name == "extra")
+    ap = _Parser(prog="training/launch.py", description="Train an L2P pixel model. Every option is also a key of "
+                 "the --config TOML file (its name with _ for -); options given here win over the file.",
+                 epilog=f"TOML only: [extra], {extra.metadata['help']}. Exit codes: 0 done or stopped cleanly "
+                        "(SIGINT/SIGTERM, after a checkpoint), 2 a bad config or dataset (one line on stderr "
+                        f"starting with {ERROR_PREFIX.strip()!r}), 1 anything else.")
+    ap.add_argument("--config", metavar="TOML", help="TOML file with these options as keys")
+    ap.add_argument("--print-config", action="store_true", help="print the merged config as TOML and exit")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue  # a TOML table only
+        kind = _flag_type(f)
+        ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_bool if kind is bool else kind,
+                        default=None, metavar=f.metadata.get("metavar") or _METAVARS.get(kind, "VALUE"),
+                        help=help_text(f).replace("%", "%%"))
+    return ap
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
-    ap = argparse.ArgumentParser(prog="training/launch.py", description="Train an L2P pixel model.")
-    ap.add_argument("--config", help="TOML file with TrainConfig fields")
-    ap.add_argument("--print-config", action="store_true", help="print the merged config as TOML and exit")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name != "extra":
-            ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f), default=None)
-    args = ap.parse_args(argv)
+    args = parser().parse_args(argv)
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
     for f in dataclasses.fields(TrainConfig):
         if getattr(args, f.name, None) is not None:
             values[f.name] = getattr(args, f.name)
     return TrainConfig(**values), args
-

@@ -10,68 +10,102 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 
+def _opt(default: Any, help: str, metavar: str = "") -> Any:
+    """A field with its one-line description: ``training/launch.py --help`` shows it with the default."""
+    return field(default=default, metadata={"help": help, "metavar": metavar})
+
+
+# What error messages point at, named once: where models and datasets come from.
+CONVERT_HOW = ("python -m l2p.convert --source SRC --out FILE, or L2P Convert (latent -> pixel) + L2P Save Checkpoint "
+               "in ComfyUI")
+DATASET_TOOL = ("the l2p_make_dataset workflow in ComfyUI (L2P Dataset Writer, conditioning input connected; python -m "
+                "dataset.make --server URL --prompts FILE --out DIR renders images but caches no conditioning)")
+
+
 @dataclass
 class TrainConfig:
     # what to train and on what
-    model: str = ""  # an L2P checkpoint (python -m l2p.convert / L2PSaveCheckpoint output), either layout
-    dataset: str = ""  # folder with metadata.jsonl + NNNNN.png (+ NNNNN.cond.safetensors)
-    output_dir: str = "l2p-train"
-    policy: str = ""  # trainable set: paper, official, custom:<ranges>; empty = the checkpoint's l2p.policy
+    model: str = _opt("", "the L2P checkpoint to train (.safetensors, official or ComfyUI layout): "
+                          "python -m l2p.convert or L2P Save Checkpoint writes one", "FILE")
+    dataset: str = _opt("", "dataset folder: metadata.jsonl + NNNNN.png + NNNNN.cond.safetensors (the L2P Dataset "
+                            "Writer's output)", "DIR")
+    output_dir: str = _opt("l2p-train", "run folder: checkpoints, validation images, config.toml, loss.png, the "
+                                        "export", "DIR")
+    policy: str = _opt("", "trainable set: paper, official or custom:<block ranges> (e.g. custom:0-4,-5--1); "
+                           "empty = the checkpoint's l2p.policy", "NAME")
     # the objective (the source model's flow matching, Z-Image conventions)
-    shift: float = 3.0
-    num_train_timesteps: int = 500  # sigma is drawn uniformly from this many points of the shifted grid
-    fixed_noise: bool = True  # noise drawn from each item's seed, as the official code does
-    # share of items trained on the empty prompt instead of their own, so that CFG's unconditional branch (the
-    # empty prompt) is trained too: the official recipe has none (0); a new or small model needs it for CFG
-    caption_dropout: float = 0.0
-    empty_conditioning: str = ""  # the empty prompt's features, a .cond.safetensors file (needed for dropout)
+    shift: float = _opt(3.0, "noise shift of the training sigmas (3 at 1K)")
+    num_train_timesteps: int = _opt(500, "sigma is drawn uniformly from this many points of the shifted grid")
+    fixed_noise: bool = _opt(True, "noise drawn from each item's seed, as the official code does (false: from the "
+                                   "step's generator)")
+    caption_dropout: float = _opt(0.0, "share of items trained on the empty prompt so that CFG's unconditional "
+                                       "branch is trained too: the official recipe has 0; a new or small model "
+                                       "needs it for CFG (needs empty_conditioning)")
+    empty_conditioning: str = _opt("", "the empty prompt's features, a .cond.safetensors file (needed for "
+                                       "caption_dropout)", "FILE")
     # optimisation (official recipe: AdamW, lr 5e-5, weight decay 0.01, batch 1 per GPU)
-    steps: int = 1000
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    batch_size: int = 1  # per process
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    ema_decay: float = 0.0  # 0 = no EMA; e.g. 0.999 keeps an EMA of the trainable weights
-    mixed_precision: str = "auto"  # auto (bf16 where supported), bf16, fp16, no
-    gradient_checkpointing: bool = False
+    steps: int = _opt(1000, "optimizer steps in total (a resumed run continues up to this step)")
+    lr: float = _opt(5e-5, "AdamW learning rate (official recipe 5e-5)")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (official recipe 0.01)")
+    warmup_steps: int = _opt(0, "linear learning-rate warmup over this many steps (0 = none)")
+    batch_size: int = _opt(1, "images per step per process (global batch = batch_size x processes)")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches summed into one optimizer step")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = no clipping)")
+    ema_decay: float = _opt(0.0, "0 = no EMA; e.g. 0.999 keeps an EMA of the trainable weights, which is exported")
+    mixed_precision: str = _opt("auto", "auto (bf16 where supported), bf16, fp16 or no", "MODE")
+    gradient_checkpointing: bool = _opt(False, "recompute the trunk's activations in the backward pass (less "
+                                               "memory, slower)")
     # data
-    max_pixels: int = 1024 * 1024
-    shuffle: bool = True
+    max_pixels: int = _opt(1024 * 1024, "images are scaled down to at most this many pixels (aspect kept), then "
+                                        "bucketed by size")
+    shuffle: bool = _opt(True, "shuffle each epoch's order (reproducible from seed and epoch)")
     # bookkeeping
-    seed: int = 0
-    checkpoint_every: int = 500
-    checkpoints_total_limit: int = 3  # 0 = keep all
-    resume: str = ""  # "", "latest" or a checkpoint-<step> folder
-    log_every: int = 10
-    validate_every: int = 0  # 0 = never; validation uses the first items' conditioning and seeds
-    validation_items: int = 2
-    validation_steps: int = 8
-    export_name: str = "l2p-trained"  # written as <output_dir>/<export_name>.safetensors ...
-    export_path: str = ""  # ... unless a full path is given here (L2PTrain exports into models/l2p)
-    export_layout: str = "official"  # official or comfy
-    extra: dict[str, Any] = field(default_factory=dict)  # kept in the export metadata, not interpreted
+    seed: int = _opt(0, "seed of the data order, the sigmas and (without fixed_noise) the noise")
+    checkpoint_every: int = _opt(500, "save checkpoint-<step>/ every N steps (0 = only at the end or on a stop)")
+    checkpoints_total_limit: int = _opt(3, "keep only the newest N checkpoints (0 = keep all)")
+    resume: str = _opt("", "\"\" = start fresh, latest = the newest complete checkpoint in output_dir, or a "
+                           "checkpoint-<step> folder", "WHAT")
+    log_every: int = _opt(10, "write a log event (loss, lr, samples/s, memory) every N steps")
+    validate_every: int = _opt(0, "render validation images every N steps (0 = never); validation uses the first "
+                                  "items' conditioning and seeds")
+    validation_items: int = _opt(2, "how many items validation renders")
+    validation_steps: int = _opt(8, "sampling steps of each validation image")
+    export_name: str = _opt("l2p-trained", "the export is written as <output_dir>/<export_name>.safetensors unless "
+                                           "export_path is set", "NAME")
+    export_path: str = _opt("", "the export's full path instead (L2PTrain exports into models/l2p); empty = "
+                                "use export_name", "FILE")
+    export_layout: str = _opt("official", "official or comfy (the export's tensor names)", "LAYOUT")
+    extra: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "notes (key = \"text\" lines), kept in the export metadata, not interpreted", "metavar": ""})
 
     def check(self) -> None:
-        """One-line errors for what can be checked before any work starts."""
+        """One-line errors for what can be checked before any work starts (nothing is created)."""
+        for f in dataclasses.fields(self):
+            problem = value_problem(f, getattr(self, f.name))
+            if problem:
+                raise ValueError(problem)
         if not self.model:
             raise ValueError("model is not set: give the L2P checkpoint to train (--model FILE)")
         if not os.path.isfile(self.model):
-            raise ValueError(f"model {self.model} does not exist: convert one with python -m l2p.convert")
+            raise ValueError(f"model {self.model} does not exist: convert one with {CONVERT_HOW}")
         if not self.dataset:
             raise ValueError("dataset is not set: give the dataset folder (--dataset DIR)")
         if not os.path.isdir(self.dataset):
-            raise ValueError(f"dataset folder {self.dataset} does not exist: build one with the L2P dataset nodes "
-                             "or python -m dataset.make")
-        for name in ("steps", "batch_size", "gradient_accumulation_steps", "num_train_timesteps", "log_every"):
+            raise ValueError(f"dataset folder {self.dataset} does not exist: build one with {DATASET_TOOL}")
+        for name in ("steps", "batch_size", "gradient_accumulation_steps", "num_train_timesteps", "log_every",
+                     "max_pixels", "validation_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is {getattr(self, name)}: it must be at least 1")
+        for name in ("warmup_steps", "checkpoint_every", "checkpoints_total_limit", "validate_every",
+                     "validation_items", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is {getattr(self, name)}: it must be 0 or more")
         if self.lr <= 0 or self.shift <= 0:
             raise ValueError(f"lr {self.lr} and shift {self.shift} must be positive")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
@@ -85,6 +119,53 @@ class TrainConfig:
         if self.caption_dropout and not os.path.isfile(self.empty_conditioning):
             raise ValueError("caption_dropout needs the empty prompt's conditioning: set empty_conditioning to a "
                              ".cond.safetensors file of the prompt \"\" (e.g. from the L2P Dataset Writer)")
+        if not self.output_dir:
+            raise ValueError("output_dir is not set: give the run folder (--output-dir DIR)")
+        why = unwritable(self.output_dir)
+        if why:
+            raise ValueError(f"output_dir {self.output_dir} cannot be written ({why}): pick a writable folder "
+                             "(--output-dir DIR)")
+        if self.export_path:
+            why = "it is a folder" if os.path.isdir(self.export_path) else unwritable(
+                os.path.dirname(os.path.abspath(self.export_path)))
+            if why:
+                raise ValueError(f"export_path {self.export_path} cannot be written ({why}): give a writable file "
+                                 "path (--export-path FILE), or leave it empty to export into output_dir")
+
+
+_KINDS: dict[str, tuple[type, str]] = {"str": (str, "text in quotes"), "int": (int, "a whole number"),
+                                       "float": (float, "a number"), "bool": (bool, "true or false")}
+
+
+def value_problem(f: dataclasses.Field, value: Any) -> str | None:
+    """Why ``value`` cannot be field ``f``'s (a type TOML allows but the field does not), or None."""
+    name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    if f.name == "extra":
+        return None if isinstance(value, dict) else f"extra = {_shown(value)} must be a [extra] table"
+    kind, words = _KINDS.get(name, (object, ""))
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, (int, float) if kind is float else kind):
+        return f"{f.name} = {_shown(value)} must be {words} (the default is {f.name} = {_shown(f.default)})"
+    if kind is float and not math.isfinite(value):
+        return f"{f.name} = {_shown(value)} must be a finite number (the default is {f.name} = {_shown(f.default)})"
+    return None
+
+
+def unwritable(folder: str) -> str | None:
+    """Why a folder cannot be created or written at ``folder``, or None; looks only, creates nothing."""
+    p = os.path.abspath(folder)
+    while not os.path.lexists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        return f"{p} is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable"
+    return None
+
+
+def help_text(f: dataclasses.Field) -> str:
+    """A field's --help line: its description and its default as it would be written in TOML."""
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return f"{f.metadata['help']} (default: {_shown(default)})"
 
 
 def to_toml(cfg: TrainConfig) -> str:
@@ -94,16 +175,22 @@ def to_toml(cfg: TrainConfig) -> str:
         value = getattr(cfg, f.name)
         if f.name == "extra":
             continue
-        if isinstance(value, bool):
-            lines.append(f"{f.name} = {'true' if value else 'false'}")
-        elif isinstance(value, (int, float)):
-            lines.append(f"{f.name} = {value!r}")
-        else:
-            lines.append(f"{f.name} = {_toml_str(str(value))}")
+        lines.append(f"{f.name} = {_shown(value if isinstance(value, (bool, int, float)) else str(value))}")
     if cfg.extra:
         lines.append("\n[extra]")
         lines += [f"{k} = {_toml_str(str(v))}" for k, v in cfg.extra.items()]
     return "\n".join(lines) + "\n"
+
+
+def _shown(value: Any) -> str:
+    """A value as TOML writes it (a table as {})."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_str(value)
+    return json.dumps(value, default=str) if isinstance(value, (dict, list)) else _toml_str(str(value))
 
 
 def _toml_str(s: str) -> str:
@@ -126,7 +213,21 @@ def load_toml(path: str) -> dict[str, Any]:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown config key {unknown[0]!r} in {path}: known keys are {', '.join(sorted(known))}")
+    for f in dataclasses.fields(TrainConfig):
+        problem = value_problem(f, values[f.name]) if f.name in values else None
+        if problem:
+            raise ValueError(f"{path}: {problem}")
     return values
+
+
+# A refusal (bad config or dataset, exit code 2) is one stderr line with this prefix: L2PTrain shows it.
+ERROR_PREFIX = "error: "
+
+
+def error_line(line: str) -> str | None:
+    """The trainer's one-line refusal in a stderr line (without the prefix), or None for any other line."""
+    line = line.rstrip("\r\n").rsplit("\r", 1)[-1]  # after a progress bar's carriage returns
+    return line[len(ERROR_PREFIX):] if line.startswith(ERROR_PREFIX) else None
 
 
 # Each event the trainer writes to stdout, one JSON object a line ``{"event": name, **fields}``, with its fields.
@@ -137,7 +238,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("step", "path"),
     "validation": ("step", "images"),  # PNG paths
     "stopped": ("step",),  # asked to stop (SIGINT/SIGTERM): a checkpoint of this step was saved
-    "done": ("step", "export"),  # the exported model's path
+    "done": ("step", "export", "skipped"),  # the exported model's path; items left out as unreadable mid-run
 }
 WS_EVENT = "l2p.train"  # L2PTrain re-sends each event to the frontend under this websocket name
 

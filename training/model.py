@@ -7,12 +7,13 @@ optimizer state).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
 from l2p.arch import ARCHITECTURES
-from l2p.format.keys import strip_prefix
+from l2p.format.keys import L2PFormatError, strip_prefix
 from l2p.format.layouts import COMFY, L2PConfig, comfy_to_official, detect_layout, infer_config
 from l2p.format.tensor_io import open_source
 from l2p.head import build_head
@@ -37,11 +38,16 @@ def official_names(model: PixelDiT) -> dict[str, str]:
 
 
 def load_model(path: str, policy: str = "") -> LoadedModel:
+    """An L2P checkpoint (either layout, any prefix) as a PixelDiT with its trainable set; a file that is not a
+    complete float L2P model is refused with one line (L2PFormatError) before any weight is read."""
     src = open_source(path)
-    sd = {k: src.get(k) for k in src.meta}
+    try:
+        cfg = infer_config(src.meta)  # every tensor's name, shape and dtype, from the header alone
+    except L2PFormatError as e:
+        raise L2PFormatError(f"{os.path.basename(os.path.normpath(path))}: {e}") from None
+    sd = strip_prefix({k: src.get(k) for k in src.meta})
     if detect_layout(sd.keys()) == COMFY:
-        sd = comfy_to_official(strip_prefix(sd))
-    cfg = infer_config(sd)
+        sd = comfy_to_official(sd)
     if not ARCHITECTURES[cfg.arch].official_layout:
         raise ValueError(f"training {ARCHITECTURES[cfg.arch].label} conversions is not supported yet: the trainer "
                          "runs Z-Image-based L2P models")

@@ -36,7 +36,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .contract import TrainConfig, event_line, to_toml
-from .data import TrainData, load_conditioning
+from .data import TrainData, check_caption_width, load_conditioning, scan_dataset
 from .model import LoadedModel, load_model, official_names, policy_report
 
 DONE = "training_complete.json"
@@ -91,6 +91,18 @@ def emit(event: str, **fields: Any) -> None:
     print(event_line(event, **fields), flush=True)
 
 
+def _caption_width(model: str) -> int | None:
+    """The model's caption feature width from its header alone; None when the file is not a readable L2P
+    model (load_model then says what is wrong)."""
+    from l2p.format.layouts import infer_config
+    from l2p.format.tensor_io import open_source
+
+    try:
+        return infer_config(open_source(model).meta).cap_feat_dim
+    except ValueError:
+        return None
+
+
 def _mixed_precision(cfg: TrainConfig) -> str:
     if cfg.mixed_precision != "auto":
         return cfg.mixed_precision
@@ -103,9 +115,13 @@ class Trainer:
 
         cfg.check()
         self.cfg = cfg
+        # the dataset's files and widths first, from headers: a broken dataset is refused before a long load
+        scanned = scan_dataset(cfg.dataset)
+        check_caption_width(cfg.dataset, scanned, _caption_width(cfg.model))
         self.loaded: LoadedModel = load_model(cfg.model, cfg.policy)
         lc = self.loaded.config
-        self.data = TrainData(cfg.dataset, side_multiple(lc.patch_size, lc.head_variant), cfg.max_pixels)
+        self.data = TrainData(cfg.dataset, side_multiple(lc.patch_size, lc.head_variant), cfg.max_pixels,
+                              lc.cap_feat_dim, scanned)
         # Without CUDA, accelerate only forms a process group (gloo, MULTI_CPU) when asked for the CPU.
         several = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.acc = Accelerator(mixed_precision=_mixed_precision(cfg), cpu=several and not torch.cuda.is_available())
@@ -121,9 +137,24 @@ class Trainer:
         self.grid = sigma_grid(cfg)
         self.ema = ({self.names[n]: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                     if cfg.ema_decay else None)
-        self.empty_cap = (load_conditioning(cfg.empty_conditioning) if cfg.caption_dropout else None)
+        self.empty_cap = self._empty_conditioning() if cfg.caption_dropout else None
         self.step, self.epoch, self.batch_pos = 0, 0, 0
         self.history: list[tuple[int, float]] = []
+        self.begun = False
+        self.progress = _progress(0, 0, False)
+
+    def _empty_conditioning(self) -> torch.Tensor:
+        cap, width = load_conditioning(self.cfg.empty_conditioning), self.loaded.config.cap_feat_dim
+        if cap.ndim != 2 or cap.shape[1] != width:
+            raise ValueError(f"empty_conditioning {self.cfg.empty_conditioning} is {list(cap.shape)}, the model takes "
+                             f"[tokens, {width}]: write the empty prompt's conditioning with the model's own text "
+                             "encoder (L2P Dataset Writer, prompt \"\")")
+        return cap
+
+    def _warn(self, message: str) -> None:
+        """A stderr line that does not break the progress bar (stdout carries only the JSON events)."""
+        write = getattr(self.progress, "write", None)
+        (write or print)(f"warning: {message}", file=sys.stderr)
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self.acc.is_main_process:
@@ -187,7 +218,7 @@ class Trainer:
 
     def _micro_step(self, sync: bool, micro: int) -> float:
         positions, slots = self._next_batch()
-        items = [self.data.load(p) for p in positions]
+        items = [self.data.load_usable(p, self._warn) for p in positions]
         x0 = torch.stack([i[0] for i in items]).to(self.acc.device)
         slot_ids = [s + micro * self.global_batch for s in slots]
         caps = [self._caption(i[1], slot).to(self.acc.device) for i, slot in zip(items, slot_ids, strict=True)]
@@ -211,17 +242,37 @@ class Trainer:
             return self.cfg.lr * (self.step + 1) / self.cfg.warmup_steps
         return self.cfg.lr
 
-    def train(self) -> str:
+    def begin(self) -> None:
+        """The run folder, its config.toml and the resume: refused with a ValueError before step 1."""
+        if self.begun:
+            return
         cfg = self.cfg
-        os.makedirs(cfg.output_dir, exist_ok=True)
-        if self.acc.is_main_process:
-            with open(os.path.join(cfg.output_dir, "config.toml"), "w", encoding="utf-8") as f:
-                f.write(to_toml(cfg))
+        try:
+            os.makedirs(cfg.output_dir, exist_ok=True)
+            if self.acc.is_main_process:
+                with open(os.path.join(cfg.output_dir, "config.toml"), "w", encoding="utf-8") as f:
+                    f.write(to_toml(cfg))
+        except OSError as e:
+            raise ValueError(f"cannot write to output_dir {cfg.output_dir} ({e.strerror or e}): pick a writable "
+                             "folder (--output-dir DIR)") from None
         self.resume()
+        self.begun = True
+
+    def train(self) -> str:
+        """The run (``begin`` first if not yet done); a dataset that breaks beyond use mid-run raises
+        ``DatasetError``, an item that fails to load is skipped (``training/data.py``)."""
+        self.begin()
+        try:
+            return self._train()
+        finally:
+            self.progress.close()  # the bar ends its line, so what follows on stderr starts on its own
+
+    def _train(self) -> str:
+        cfg = self.cfg
         stop = StopFlag()
         self._emit("start", step=self.step, steps=cfg.steps, processes=self.acc.num_processes,
              global_batch=self.global_batch, policy=policy_report(self.loaded), items=len(self.data.examples))
-        progress = _progress(cfg.steps, self.step, self.acc.is_main_process)
+        self.progress = progress = _progress(cfg.steps, self.step, self.acc.is_main_process)
         window, t0, done_at_t0 = [], time.monotonic(), self.step
         while self.step < cfg.steps:
             for group in self.optimizer.param_groups:
@@ -257,13 +308,20 @@ class Trainer:
         progress.close()
         if not any(s == self.step for s, _ in checkpoints(cfg.output_dir)):
             self.save()
+        skipped = self._skipped()
         path = self.export()
         if self.acc.is_main_process:
             self._loss_plot()
             with open(os.path.join(cfg.output_dir, DONE), "w", encoding="utf-8") as f:
-                json.dump({"step": self.step, "export": path}, f)
-            self._emit("done", step=self.step, export=path)
+                json.dump({"step": self.step, "export": path, "skipped": skipped}, f)
+            self._emit("done", step=self.step, export=path, skipped=skipped)
         return path
+
+    def _skipped(self) -> int:
+        """How many items failed to load and were left out, in all processes together (each loads its own)."""
+        from accelerate.utils import gather_object
+
+        return len(set(gather_object(sorted(self.data.skipped))))
 
     def _agree(self, flag: bool) -> bool:
         """Every process stops at the same step when any of them was asked to."""
@@ -293,7 +351,7 @@ class Trainer:
         paths = []
         sigmas = sampling_sigmas(self.cfg.validation_steps, self.cfg.shift)
         for k in range(min(self.cfg.validation_items, len(self.data.examples))):
-            x0, cap, seed = self.data.load(k)
+            x0, cap, seed = self.data.load_usable(k, self._warn)
             noise = torch.randn((1, *x0.shape), generator=item_generator(seed, 1)).to(self.acc.device)
             x = euler_sample(lambda x, s, cap=cap: model(x, s, [cap.to(x.device)]), noise, sigmas)
             img = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -354,6 +412,9 @@ def _progress(total: int, initial: int, main: bool):
         def update(self, n: int) -> None: ...
 
         def close(self) -> None: ...
+
+        def write(self, s: str, file=None) -> None:
+            print(s, file=file or sys.stderr, flush=True)
 
     return _Quiet()
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { chartPoints, etaSeconds, formatBytes, formatDuration, pushPoint, statusLine } from "../l2p_format.js";
+import { chartPoints, etaSeconds, formatBytes, formatDuration, hintText, pushPoint, statusLine } from "../l2p_format.js";
 
 test("formatBytes picks the unit", () => {
   assert.equal(formatBytes(512), "512 B");
@@ -46,4 +46,11 @@ test("chartPoints maps steps left to right and loss top-down", () => {
 test("statusLine", () => {
   const line = statusLine({ step: 10, steps: 110, loss: 0.123456, samplesPerS: 4, globalBatch: 2, memoryMb: 1024 });
   assert.equal(line, "step 10/110 · loss 0.1235 · 4.00 samples/s · ETA 50s · mem 1.00 GiB");
+});
+
+test("hintText shows the hint, or the message saying what is wrong", () => {
+  assert.equal(hintText({ ok: true, text: "64x64 -> 4x4" }), "64x64 -> 4x4");
+  assert.equal(hintText({ ok: false, message: "width must be ..." }), "width must be ...");
+  assert.equal(hintText({ ok: false }), "hint unavailable");
+  assert.equal(hintText(null), "hint unavailable");
 });
