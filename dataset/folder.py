@@ -27,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -160,6 +161,7 @@ class DatasetWriter:
         self._rows: dict[int, dict] = {}
         self._offset = 0
         self._rows_lock = threading.Lock()
+        _remove_dead_stages(root)
 
     def complete(self) -> dict[int, dict]:
         """index -> metadata row of every complete item; reads only what other writers appended since."""
@@ -189,7 +191,7 @@ class DatasetWriter:
         if conditioning is not None:
             files[f"{item.stem}.cond.safetensors"] = conditioning
         line = (item.metadata_line(conditioning is not None) + "\n").encode("utf-8")
-        stage = tempfile.mkdtemp(prefix=f".partial-{item.stem}-", dir=self.root)
+        stage = tempfile.mkdtemp(prefix=f"{_STAGE}{item.stem}-{_OWNER}-", dir=self.root)
         try:
             for name, data in files.items():
                 _write_atomic(os.path.join(stage, name), data)
@@ -213,6 +215,26 @@ class DatasetWriter:
             return True
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+
+_STAGE = ".partial-"
+_OWNER = f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"  # in each staging folder's name
+
+
+def _remove_dead_stages(root: str) -> None:
+    """Remove staging folders left by writers on this machine that were killed before their commit (a resumed
+    run would otherwise keep them forever); live writers' and other machines' folders are left alone."""
+    host = _OWNER.split("-")[0]
+    for name in os.listdir(root):
+        parts = name[len(_STAGE):].split("-") if name.startswith(_STAGE) else []
+        if len(parts) != 4 or parts[1] != host or not parts[2].isdigit():
+            continue
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:  # its writer is gone
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except OSError:  # alive, or not ours to signal
+            continue
 
 
 def _repair_torn_tail(path: str) -> None:

@@ -253,3 +253,23 @@ def test_rerun_skips_refuses_and_rewrites_unfinished_items(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write(DatasetWriter(root, on_staged=crash), "w4", 2, "a fish", 6, cond=True)
     assert sorted(assert_consistent(root)) == [0, 1] and item_files(root, 2) == []
+
+
+def test_a_killed_writers_staging_folder_is_removed_by_the_next_writer(tmp_path):
+    """A writer killed between staging and commit leaves its staging folder; the next writer on this machine
+    removes it (its process is gone), and never one of a live writer or of another machine."""
+    import subprocess
+
+    from dataset import folder
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = folder._OWNER.split("-")[0]
+    dead = tmp_path / f".partial-00000-{host}-{gone.pid}-abcd1234"
+    live = tmp_path / f".partial-00001-{host}-{os.getpid()}-abcd1234"
+    remote = tmp_path / ".partial-00002-elsewhere-1-abcd1234"
+    for stage in (dead, live, remote):
+        stage.mkdir()
+        (stage / "00000.png").write_bytes(b"x")
+    folder.DatasetWriter(str(tmp_path))
+    assert not dead.exists() and live.exists() and remote.exists()
