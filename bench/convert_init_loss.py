@@ -199,7 +199,7 @@ def train_vae(budget: Budget, pool: Tensor, held_out: Tensor) -> tuple[nn.Module
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    vae.eval()
+    vae.train(False)
     latents = encode_mean(vae, pool)
     with torch.no_grad():
         recon = vae.decode(encode_mean(vae, held_out)).sample.clamp(-1, 1)
@@ -281,7 +281,7 @@ def run(budget: Budget, cache: Cache) -> dict[str, Any]:
     vae_sd, vae_info = stage("vae", vae_key, make_vae)
     vae = new_vae()
     vae.load_state_dict(vae_sd)
-    vae.eval()
+    vae.train(False)
     report["vae"] = {**vae_info, "refs": reference_psnrs(eval_images)}
 
     def encode(images: Tensor) -> Tensor:
@@ -301,7 +301,7 @@ def run(budget: Budget, cache: Cache) -> dict[str, Any]:
     source_sd, source_info = stage("source", source_key, make_source)
     source = new_source()
     source.load_state_dict(source_sd)
-    source.eval()
+    source.train(False)
     eval_latents = encode(eval_images)
     z0, z_noise, z_sigma = eval_set(eval_latents, budget.sigmas, "eval_noise")
     source_loss = flow_loss(source_predict(source), z0, z_noise, z_sigma, budget.sigmas)

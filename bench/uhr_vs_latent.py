@@ -303,11 +303,11 @@ def child_trunk(job: Job, setup: Setup, probe: Probe) -> dict:
     t = torch.tensor([0.5])
     out: dict = {}
     if job.path == "l2p":
-        model = l2p_model(setup, job, job.layers, job.refiners).eval()
+        model = l2p_model(setup, job, job.layers, job.refiners).train(False)
         trunk = model.trunk
         model(torch.randn(1, 3, 8 * job.patch, 8 * job.patch), t, cap)  # warm-up: 64 tokens, trunk and head
     else:
-        model = trunk = latent_trunk(setup, job.layers, job.refiners).eval()
+        model = trunk = latent_trunk(setup, job.layers, job.refiners).train(False)
         trunk([torch.randn(LATENT_CH, 1, 16, 16)], t, cap, patch_size=2)  # warm-up: 64 tokens
     out["weights"] = sum(p.numel() * p.element_size() for p in model.parameters())
     timer = HookTimer({"main": list(trunk.layers), "noise": list(trunk.noise_refiner),
@@ -338,7 +338,7 @@ def head_tile(job: Job, setup: Setup) -> int:
 
 def child_head(job: Job, setup: Setup, probe: Probe) -> dict:
     """The head alone, tiled, in its own process (so that the untiled run's freed memory cannot count here)."""
-    head = build_head(variant_for_patch(job.patch), setup.dim).eval()
+    head = build_head(variant_for_patch(job.patch), setup.dim).train(False)
     side = 8 * job.patch
     head(torch.randn(1, 3, side, side), torch.randn(1, setup.dim, 8, 8))  # warm-up
     x = torch.randn(1, 3, job.size, job.size)
@@ -352,7 +352,7 @@ def child_head(job: Job, setup: Setup, probe: Probe) -> dict:
 
 
 def child_vae(job: Job, probe: Probe) -> dict:
-    vae = vae_decoder().eval()
+    vae = vae_decoder().train(False)
     if job.tile:
         vae.enable_tiling()
         vae.tile_sample_min_size, vae.tile_latent_min_size = job.tile, job.tile // VAE_DOWN

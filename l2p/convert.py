@@ -134,7 +134,7 @@ def _vae_fit_pairs(vae_dir: str, arch: SourceArch, patch_size: int, n_images: in
         raise SystemExit("the vae_* inits need diffusers: pip install 'comfyui-l2p[train]'") from None
     from .init_fit import fit_images, patch_pairs
 
-    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True, use_safetensors=True).eval()
+    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True, use_safetensors=True).train(False)
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
 
     @torch.no_grad()

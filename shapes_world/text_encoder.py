@@ -89,7 +89,7 @@ def text_encoder_from_state(sd: dict[str, torch.Tensor], metadata: dict[str, str
     if missing or unexpected:
         raise ValueError(f"text encoder file does not match its own config ({(missing or unexpected)[0]}): "
                          "export it again")
-    return encoder.eval()
+    return encoder.train(False)
 
 
 def load_text_encoder(path: str) -> ShapesTextEncoder:

@@ -75,7 +75,7 @@ def test_synthetic_dataset_conditioning_is_the_text_encoder_output(smoke):
 def test_demo_vae_loader_decodes_like_diffusers(comfy_server, tmp_path):
     """ComfyUI's own AutoencoderKL, built by L2PDemoVAELoader from a narrow diffusers VAE, decodes the same."""
     torch.manual_seed(0)
-    vae = new_vae().eval()
+    vae = new_vae().train(False)
     with torch.no_grad():
         raw = vae.encode(torch.rand(4, 3, 64, 64) * 2 - 1).latent_dist.mean
     bake_latent_norm(vae, raw)

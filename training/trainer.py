@@ -345,7 +345,7 @@ class Trainer:
             return []
         from PIL import Image
 
-        model = self.acc.unwrap_model(self.model).eval()
+        model = self.acc.unwrap_model(self.model).train(False)
         folder = os.path.join(self.cfg.output_dir, "validation")
         os.makedirs(folder, exist_ok=True)
         paths = []

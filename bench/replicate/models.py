@@ -42,7 +42,7 @@ def new_vae() -> nn.Module:
 def vae_from_state(sd: dict[str, Tensor]) -> nn.Module:
     vae = new_vae()
     vae.load_state_dict(sd)
-    return vae.eval()
+    return vae.train(False)
 
 
 @torch.no_grad()
@@ -98,7 +98,7 @@ def train_vae(pool: Tensor, steps: int, batch: int, lr: float, kl_weight: float,
         opt.step()
         sched.step()
         losses.append(loss.item())
-    return vae.eval(), losses
+    return vae.train(False), losses
 
 
 # --- latent source + text encoder -------------------------------------------------------------------------
@@ -156,8 +156,8 @@ def train_source(source: nn.Module, encoder: ShapesTextEncoder, latents: Tensor,
     with torch.no_grad():
         for e, p in zip(ema, params, strict=True):
             p.copy_(e)
-    source.eval()
-    encoder.eval()
+    source.train(False)
+    encoder.train(False)
     return losses
 
 

@@ -170,7 +170,7 @@ class Pipeline:
         self.source_sd = {k[4:]: v for k, v in sd.items() if k.startswith("dit.")}
         self.source_model = models.new_source(b)
         self.source_model.load_state_dict(self.source_sd)
-        self.source_model.eval()
+        self.source_model.train(False)
         from shapes_world.text_encoder import text_encoder_from_state
 
         self.te_sd = {k[3:]: v for k, v in sd.items() if k.startswith("te.")}
@@ -351,7 +351,7 @@ class Pipeline:
             with torch.no_grad():
                 for name, value in trained.items():
                     params[name].copy_(value)
-        return loaded.model.eval()
+        return loaded.model.train(False)
 
     def _sample(self, model: torch.nn.Module) -> Tensor:
         return models.sample_pixels(model, self.encoder, self.eval_prompts, self.eval_seeds, self.b)
