@@ -39,6 +39,13 @@ class SourceArch:
     official_layout: bool = True  # the released L2P (diffusers-style) key names exist for this architecture
     marker: str = ""  # a key only this architecture has (prefix stripped)
     marker_pattern: str = ""  # the same kind of key in any block: one missing tensor does not change the arch
+    # Released sizes, (dim, caption width) -> (main blocks, refiner blocks per stream): a file of a released
+    # width must have at least that depth, so one that lost its last block reads as incomplete, not shallower.
+    releases: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = ()
+
+    def released_depth(self, dim: int, cap_feat_dim: int) -> tuple[int, int] | None:
+        """(main blocks, refiners) of the released model of this width, None for other sizes (tiny, custom)."""
+        return dict(self.releases).get((dim, cap_feat_dim))
 
     def matches(self, keys: set[str]) -> bool:
         if "cap_embedder.1.weight" not in keys:
@@ -76,7 +83,8 @@ _NEXTDIT = {
 }
 
 ZIMAGE = SourceArch(name="z-image", label="Z-Image (Turbo or base)", default_shift=3.0,
-                    text_encoder="Qwen3-4B", **_NEXTDIT)
+                    text_encoder="Qwen3-4B", releases=(((3840, 2560), (30, 2)),),  # l2p-technical.md §1.3
+                    **_NEXTDIT)
 LUMINA2 = SourceArch(name="lumina2", label="Lumina-Image 2.0", default_shift=6.0, text_encoder="Gemma-2-2B",
                      rope_theta=10000.0, time_scale=1.0, z_image_modulation=False,
                      axes_fractions=(1 / 3, 1 / 3, 1 / 3), official_layout=False,

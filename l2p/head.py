@@ -236,29 +236,26 @@ class DetailerHead10K(DetailerHead):
 class HeadVariant:
     name: str
     cls: type[DetailerHead]
-    marker: str  # a local_decoder key that this variant has and no variant after it has
 
     def expected_keys(self) -> list[str]:
         return self.cls.expected_keys()
 
 
-# Ordered most specific first: detection takes the first variant whose marker key is present
-# (8k and 10k also have enc0, 4k also has enc1).
-HEAD_VARIANTS: dict[str, HeadVariant] = {
-    "10k": HeadVariant("10k", DetailerHead10K, "enc_10k_a.0.weight"),
-    "8k": HeadVariant("8k", DetailerHead8K, "enc_8k.0.weight"),
-    "4k": HeadVariant("4k", DetailerHead4K, "enc0.0.weight"),
-    "1k": HeadVariant("1k", DetailerHead1K, "enc1.0.weight"),
-}
+HEAD_VARIANTS: dict[str, HeadVariant] = {v.name: v for v in (
+    HeadVariant("10k", DetailerHead10K), HeadVariant("8k", DetailerHead8K), HeadVariant("4k", DetailerHead4K),
+    HeadVariant("1k", DetailerHead1K))}
 
 
 def detect_head_variant(keys: Iterable[str]) -> str:
-    """Which Detailer Head the ``local_decoder.*`` keys describe (defaults to the 1K head)."""
+    """Which Detailer Head the ``local_decoder.*`` keys describe (the 1K head when there are none).
+
+    The variant whose key set differs least from the file's (ties: the larger head), so a head with a tensor or
+    two missing or extra is still read as what it is and strict loading names the difference, instead of a
+    missing marker tensor turning a 4K head into a 1K one with dozens of "unexpected" tensors."""
     head_keys = {k.split(HEAD_PREFIX, 1)[1] for k in keys if HEAD_PREFIX in k}  # under any checkpoint prefix
-    for variant in HEAD_VARIANTS.values():
-        if variant.marker in head_keys:
-            return variant.name
-    return "1k"
+    if not head_keys:
+        return "1k"
+    return min(HEAD_VARIANTS.values(), key=lambda v: len(head_keys.symmetric_difference(v.expected_keys()))).name
 
 
 def build_head(variant: str, feature_dim: int, in_channels: int = 3, ops=TORCH_OPS, device=None,

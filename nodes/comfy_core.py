@@ -15,7 +15,8 @@ Model (``comfy.ldm.lumina.model``):
      ``t_embedder``; ``norm_final`` optional (removed after 0.3.75); ``mmdit.TimestepEmbedder``.
 Model classes: S5 ``model_base.BaseModel.__init__(config, model_type, device=, unet_model=)``, ``Lumina2``'s
   conditioning (``extra_conds``), ``ModelType.FLOW``, ``current_patcher``; S6 ``supported_models.ZImage`` /
-  ``Lumina2`` (text encoder, shift) and the detection list ``supported_models.models``;
+  ``Lumina2`` (text encoder, shift) and the detection list ``supported_models.models``, whose entries'
+  classmethod ``matches(unet_config, state_dict=None, ...)`` the pack's entries extend (other arguments passed on);
   S7 ``latent_formats.ChromaRadiance`` (pixels; the stock ``pixel_space`` VAE).
 Loading and saving: S8 ``sd.load_diffusion_model_state_dict(sd, model_options=, metadata=[, disable_dynamic=])``,
   which calls the detected entry's ``get_model(sd, prefix)`` and then, through ``load_model_weights``, its
@@ -72,7 +73,7 @@ from comfy.ldm.lumina.model import NextDiT
 from comfy.ldm.modules.diffusionmodules.mmdit import TimestepEmbedder
 
 from ..l2p import TESTED_COMFYUI
-from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch
+from ..l2p.arch import ARCHITECTURES, LUMINA2, SourceArch, detect_arch
 from ..l2p.format.keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix
 from ..l2p.format.layouts import (
     OFFICIAL,
@@ -476,10 +477,18 @@ class ZImageL2P(comfy.supported_models.ZImage):
     """Supported-model entry: Z-Image's text encoder and shift 3, L2P's pixel format and network."""
 
     unet_config = {"image_model": "lumina2"}
-    required_keys = {HEAD_PREFIX + "out_conv.weight"}
+    required_keys: set[str] = set()
     latent_format = L2PPixels
     memory_usage_factor = MEMORY_USAGE_FACTOR
     supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+
+    @classmethod
+    def matches(cls, unet_config, state_dict=None, *args, **kwargs):
+        """Any Detailer Head tensor makes a lumina2-shaped file L2P, not one required key: a head missing that
+        one tensor is still read as L2P (strict loading names what is missing) instead of as latent Z-Image."""
+        if not super().matches(unet_config, state_dict, *args, **kwargs):
+            return False
+        return state_dict is None or any(HEAD_PREFIX in k for k in state_dict)
 
     def get_model(self, state_dict, prefix="", device=None):
         cfg = _LOADING.get()
@@ -530,7 +539,14 @@ def check_network(network: torch.nn.Module, sd: dict) -> None:
 class Lumina2L2P(ZImageL2P):
     """An L2P model converted from Lumina-Image 2.0: its Gemma-2 text encoder and shift 6."""
 
-    required_keys = {HEAD_PREFIX + "out_conv.weight", LUMINA2.marker}
+    @classmethod
+    def matches(cls, unet_config, state_dict=None, *args, **kwargs):
+        if not super().matches(unet_config, state_dict, *args, **kwargs):
+            return False
+        try:  # the architecture from its marker in any block, so one missing tensor does not change it
+            return state_dict is None or detect_arch(state_dict.keys()) is LUMINA2
+        except L2PFormatError:
+            return False
     sampling_settings = comfy.supported_models.Lumina2.sampling_settings
     clip_target = comfy.supported_models.Lumina2.clip_target
 

@@ -152,7 +152,7 @@ def bad_files(folder: pathlib.Path) -> dict[str, str]:
     return {
         "bad-corrupt.safetensors": "is truncated or corrupt",
         "bad-truncated.safetensors": "is truncated or corrupt",
-        "bad-no-dec1.safetensors": "local_decoder tensors missing",
+        "bad-no-dec1.safetensors": "tensors of local_decoder missing",
         "bad-latent-zimage.safetensors": "latent Z-Image",
         "bad-head-only.safetensors": "Detailer Head alone",
     }

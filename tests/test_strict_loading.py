@@ -95,7 +95,13 @@ def int8_head(sd):
     return {**sd, "local_decoder.enc1.0.weight": sd["local_decoder.enc1.0.weight"].to(torch.int8)}
 
 
+def drop_out_conv(sd):  # the one head tensor the stock loader once keyed L2P detection on
+    return without(sd, "local_decoder.out_conv.weight")
+
+
 CASES = {
+    "out_conv": (drop_out_conv, "incomplete file: 1 tensor of local_decoder missing (first: "
+                 f"local_decoder.out_conv.weight); {REDOWNLOAD}"),
     "refiner tensor": (drop_refiner_tensor, "incomplete file: 1 tensor of noise_refiner.0 missing (first: "
                        f"noise_refiner.0.attention.to_k.weight); {REDOWNLOAD}"),
     "layers.1": (drop_layer_1, f"incomplete file: 15 tensors of layers.1 missing (first: "
@@ -153,6 +159,28 @@ def test_a_missing_width_tensor_is_named_not_a_key_error(tiny3):
                         ("t_embedder.mlp.2.weight", "t_embedder"), ("cap_embedder.1.weight", "cap_embedder")]:
         assert refused(without(tiny3, name)) == (
             f"incomplete file: 1 tensor of {group} missing (first: {name}); {REDOWNLOAD}")
+
+
+def test_a_released_width_missing_its_last_block_is_incomplete_not_shallower():
+    """Z-Image's released width (3840, caption 2560) has 30 main blocks and 2 refiners: a file without layers.29
+    would otherwise read as a complete 29-block model and draw garbage."""
+    full = official_state_dict(official_trunk(3840, 30, 2, 30, 2560, device="meta"),
+                               build_head("1k", 3840, device="meta"))
+    assert infer_config(full).n_layers == 30
+    assert refused(without(full, "layers.29.")) == (
+        f"incomplete file: 15 tensors of layers.29 missing (first: layers.29.attention.to_q.weight); {REDOWNLOAD}")
+    assert refused(without(full, "noise_refiner.1.")).startswith("incomplete file: 15 tensors of noise_refiner.1 ")
+    custom = official_state_dict(official_trunk(3840, 4, 1, 30, 2048, device="meta"),
+                                 build_head("1k", 3840, device="meta"))
+    assert infer_config(custom).n_layers == 4  # another caption width: not the release, any depth
+
+
+@pytest.mark.parametrize("patch,name", [(64, "enc0.0.weight"), (128, "enc_8k.0.weight"), (160, "enc_10k_a.0.bias"),
+                                        (16, "enc1.0.weight"), (64, "enc1.0.bias")])
+def test_a_head_missing_its_distinctive_tensor_is_still_that_head(patch, name):
+    """The head's kind is read from its whole key set, not from one tensor that may be the missing one."""
+    assert refused(without(meta_l2p(patch), "local_decoder." + name)) == (
+        f"incomplete file: 1 tensor of local_decoder missing (first: local_decoder.{name}); {REDOWNLOAD}")
 
 
 def test_a_missing_lumina2_marker_does_not_change_the_architecture():
@@ -449,6 +477,7 @@ def test_server_loaders_give_the_line_and_keep_rendering(server):
         without(comfy_prefixed(demo), PREFIX + "context_refiner.0.attention.qkv.weight"),
         f"incomplete file: 1 tensor of context_refiner.0 missing (first: context_refiner.0.attention.qkv.weight); "
         f"{REDOWNLOAD}"),
+        "strict-no-out-conv.safetensors": (drop_out_conv(demo), CASES["out_conv"][1]),
         "strict-packed-extra.safetensors": (
         {**comfy_prefixed(demo), PREFIX + "layers.0.attention.gate.weight": torch.zeros(4)},
         CASES["unexpected"][1].replace(TINY3, tiny))}

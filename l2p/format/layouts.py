@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..head import HEAD_VARIANTS, detect_head_variant, head_width_div
-from .keys import HEAD_PREFIX, L2PFormatError, has_head, head_part, strip_prefix
+from ..head import detect_head_variant, head_width_div
+from .keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix
 
 if TYPE_CHECKING:
     from ..arch import SourceArch
@@ -225,11 +225,6 @@ def check_l2p(sd: Mapping[str, torch.Tensor]) -> None:
                                  "it with the stock UNETLoader, or convert it to L2P first")
         raise L2PFormatError(f"the L2P Detailer Head ({HEAD_PREFIX}*) is missing: the file is incomplete or not "
                              "an L2P model; download or export it again")
-    variant = detect_head_variant(keys)
-    missing = sorted(set(HEAD_VARIANTS[variant].expected_keys()) - head_part(dict.fromkeys(keys)).keys())
-    if missing:
-        raise L2PFormatError(f"the L2P Detailer Head is incomplete ({len(missing)} local_decoder tensors missing, "
-                             f"e.g. {HEAD_PREFIX}{missing[0]}): download or export the checkpoint again")
 
 
 def infer_patch_size(sd: Mapping[str, torch.Tensor], in_channels: int = 3) -> int:
@@ -315,12 +310,15 @@ def trunk_config(sd: Mapping[str, torch.Tensor], in_channels: int, head_variant:
     if head_dim < 1 or dim % head_dim:
         raise L2PFormatError(f"wrong shape: the attention norms give a head size of {head_dim}, which does not divide "
                              f"the width {dim}: the file mixes two models or is corrupt; download or export it again")
+    # A released width has at least its released depth: a file missing its last blocks is incomplete (strict
+    # loading names them), not a shallower model that would load and draw garbage.
+    layers, refiners = arch.released_depth(dim, cap_feat_dim) or (0, 0)
     return L2PConfig(
         dim=dim,
         n_heads=dim // head_dim,
-        n_layers=_count_blocks(keys, "layers"),
-        n_noise_refiner=_count_blocks(keys, "noise_refiner"),
-        n_context_refiner=_count_blocks(keys, "context_refiner"),
+        n_layers=max(_count_blocks(keys, "layers"), layers),
+        n_noise_refiner=max(_count_blocks(keys, "noise_refiner"), refiners),
+        n_context_refiner=max(_count_blocks(keys, "context_refiner"), refiners),
         cap_feat_dim=cap_feat_dim,
         patch_size=infer_patch_size(sd, in_channels),
         in_channels=in_channels,
