@@ -8,7 +8,9 @@ leaves the caller's untouched; a missing or ambiguous node type is a one-line Va
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 Graph = dict[str, dict[str, Any]]
@@ -74,3 +76,22 @@ def inline_outputs(graph: dict[str, Any], class_type: str, values: Sequence[Any]
                     raise ValueError(f"the workflow links output {slot} of {class_type}, which has {len(values)}")
                 inputs[name] = values[slot]
     return out
+
+
+TINY_DEMO = Path(__file__).resolve().parents[1] / "workflows" / "api" / "l2p_tiny_demo.api.json"
+SMALL = {"6": {"width": 96, "height": 64, "batch_size": 1}, "7": {"steps": 3}}  # a few seconds on a CPU
+
+
+def tiny_demo_prompt(changes: dict[str, dict[str, Any]] | None = None, small: bool = True) -> Graph:
+    """The shipped tiny-demo API workflow (``TINY_DEMO``), by default at a small size with few steps (``SMALL``).
+
+    ``changes``: ``{node id: {input: value}}`` merged into that node's inputs, or ``{node id: a whole node}``
+    (a dict with ``class_type``) replacing it."""
+    graph = json.loads(TINY_DEMO.read_text())
+    for edit in (SMALL if small else {}), (changes or {}):
+        for node, inputs in edit.items():
+            if "class_type" in inputs:
+                graph[node] = copy.deepcopy(inputs)
+            else:
+                graph[node]["inputs"].update(inputs)
+    return graph

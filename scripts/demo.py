@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-from harness.graph import check_api_format, set_inputs
+from harness.graph import TINY_DEMO, check_api_format, set_inputs
 from harness.server import ComfyServer, ComfyServerError, PromptRejected, RunResult
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "demo_output"
-TINY_WORKFLOW = REPO / "workflows" / "api" / "l2p_tiny_demo.api.json"
+TINY_WORKFLOW = TINY_DEMO
 SHAPES_WORKFLOW = REPO / "workflows" / "api" / "l2p_shapes_demo.api.json"
 SHIPPED = REPO / "shapes_world" / "models"
 DEMO_L2P, DEMO_TE = "l2p-shapes-demo.safetensors", "l2p-shapes-te.safetensors"

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from harness.comfyui_home import comfyui_home
+from harness.graph import tiny_demo_prompt
 from harness.server import ComfyServer, PromptRejected
 from l2p.tiny import (
     DEMO_L2P_FILE,
@@ -102,13 +103,7 @@ class Snapshot:
 
 def demo_prompt(**changes) -> dict:
     """The shipped tiny-demo API workflow, small and short; ``changes``: {node: {input: value} or a whole node}."""
-    prompt = json.loads((WORKFLOWS / "l2p_tiny_demo.api.json").read_text())
-    for node, inputs in {"6": {"width": 96, "height": 64, "batch_size": 1}, "7": {"steps": 3}, **changes}.items():
-        if "class_type" in inputs:
-            prompt[node] = inputs
-        else:
-            prompt[node]["inputs"].update(inputs)
-    return prompt
+    return tiny_demo_prompt(changes)
 
 
 def renders_next_valid_prompt(server: ComfyServer, before: Snapshot) -> None:

@@ -14,8 +14,6 @@ A conditioning with no tokens cannot be built with stock nodes; it is checked on
 from __future__ import annotations
 
 import importlib
-import json
-import pathlib
 import re
 
 import numpy as np
@@ -24,12 +22,12 @@ import torch
 from PIL import Image
 
 from harness.comfyui_home import comfyui_home
+from harness.graph import tiny_demo_prompt
 from harness.server import ComfyServer
 from l2p.format.keys import HEAD_PREFIX
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import save_safetensors_atomic, tiny_l2p, tiny_qwen3_state_dict, write_demo_models
 
-WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
 TE_WIDE48 = "guard-qwen3-width48.safetensors"
 TE_NAN = "guard-qwen3-nan.safetensors"
 L2P_OVERFLOW = "guard-l2p-overflowing-head.safetensors"
@@ -53,13 +51,7 @@ def server(comfy_server: ComfyServer) -> ComfyServer:
 
 def demo_prompt(**changes) -> dict:
     """The shipped tiny-demo API workflow, small and short; ``changes``: {node: {input: value} or a whole node}."""
-    prompt = json.loads((WORKFLOWS / "l2p_tiny_demo.api.json").read_text())
-    for node, inputs in {"6": {"width": 96, "height": 64, "batch_size": 1}, "7": {"steps": 3}, **changes}.items():
-        if "class_type" in inputs:
-            prompt[node] = inputs
-        else:
-            prompt[node]["inputs"].update(inputs)
-    return prompt
+    return tiny_demo_prompt(changes)
 
 
 SEEDS = iter(range(1000, 2000))

@@ -4,13 +4,13 @@ VAEDecode(pixel_space) -> SaveImage, on tiny official-layout checkpoints the tes
 from __future__ import annotations
 
 import copy
-import json
 import pathlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from harness.graph import tiny_demo_prompt
 from harness.server import ComfyServer
 from l2p.format.layouts import official_to_comfy
 from l2p.tiny import (
@@ -21,8 +21,6 @@ from l2p.tiny import (
     write_demo_models,
 )
 
-WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
-
 
 @pytest.fixture(scope="module")
 def server(comfy_server: ComfyServer) -> ComfyServer:
@@ -31,12 +29,8 @@ def server(comfy_server: ComfyServer) -> ComfyServer:
 
 
 def demo_prompt(**changes) -> dict:
-    """The shipped tiny-demo API workflow with small sizes and few steps; ``changes``: {node: {input: value}}."""
-    prompt = json.loads((WORKFLOWS / "l2p_tiny_demo.api.json").read_text())
-    base = {"6": {"width": 96, "height": 64, "batch_size": 1}, "7": {"steps": 3}}
-    for node, inputs in {**base, **changes}.items():
-        prompt[node]["inputs"].update(inputs)
-    return prompt
+    """The shipped tiny-demo API workflow, small and short; ``changes``: {node: {input: value} or a whole node}."""
+    return tiny_demo_prompt(changes)
 
 
 def pixels(server: ComfyServer, prompt: dict) -> list[np.ndarray]:

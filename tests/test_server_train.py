@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from harness.graph import tiny_demo_prompt
 from harness.server import ComfyServer
 from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.pixel_dit import official_state_dict
@@ -46,11 +47,8 @@ def test_training_workflow_exports_a_model_that_samples(server):
     run = server.output_dir / "l2p_runs" / "e2e"
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events][-1] == "done" and (run / "validation" / "step-000002-0.png").is_file()
-    demo = json.loads((API / "l2p_tiny_demo.api.json").read_text())
-    demo["1"]["inputs"]["text_encoder_name"] = DEMO_TE_FILE
-    demo["4"]["inputs"]["ckpt_name"] = name
-    demo["6"]["inputs"].update(width=64, height=48, batch_size=1)
-    demo["7"]["inputs"]["steps"] = 2
+    demo = tiny_demo_prompt({"1": {"text_encoder_name": DEMO_TE_FILE}, "4": {"ckpt_name": name},
+                             "6": {"width": 64, "height": 48}, "7": {"steps": 2}})
     sampled = server.run(demo, timeout=300)
     assert sampled.ok, sampled.describe()
     assert len(server.output_images(sampled)) == 1

@@ -15,14 +15,13 @@ one line naming the first offending tensor, the count (missing ones grouped by b
 from __future__ import annotations
 
 import importlib
-import json
-import pathlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from harness.graph import tiny_demo_prompt
 from harness.inprocess import import_pack
 from harness.server import ComfyServer
 from l2p.format.keys import L2PFormatError
@@ -40,7 +39,6 @@ from l2p.head import build_head
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import DEMO_L2P_FILE, official_trunk, tiny_l2p, tiny_latent_zimage, write_demo_models
 
-WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
 PREFIX = "model.diffusion_model."
 TINY3 = "a z-image L2P model (dim 256, 3 layers, 1k head)"
 REDOWNLOAD = "download or export it again"
@@ -452,11 +450,8 @@ def test_converter_refuses_with_the_same_line():
 
 
 def demo_prompt(**changes) -> dict:
-    prompt = json.loads((WORKFLOWS / "l2p_tiny_demo.api.json").read_text())
-    base = {"6": {"width": 96, "height": 64, "batch_size": 1}, "7": {"steps": 3}}
-    for node, inputs in {**base, **changes}.items():
-        prompt[node]["inputs"].update(inputs)
-    return prompt
+    """The shipped tiny-demo API workflow, small and short; ``changes``: {node: {input: value} or a whole node}."""
+    return tiny_demo_prompt(changes)
 
 
 @pytest.fixture(scope="module")
