@@ -123,6 +123,12 @@ function onTrainEvent(detail) {
   if (!panel) return;
   const st = panel.state;
   switch (detail.event) {
+    case "dataset":
+      st.skipped = detail.skipped;
+      break;
+    case "caching":
+      Object.assign(st, { cachingDone: detail.done, cachingTotal: detail.total });
+      break;
     case "start":
       Object.assign(st, { step: detail.step, steps: detail.steps, globalBatch: detail.global_batch });
       panel.stop.disabled = false;

@@ -61,7 +61,11 @@ export function chartPoints(series, width, height, pad = 4) {
 }
 
 export function statusLine(state) {
+  if (state.cachingTotal > 0 && state.cachingDone < state.cachingTotal) {
+    return `caching text conditioning ${state.cachingDone ?? 0}/${state.cachingTotal}`;
+  }
   const parts = [`step ${state.step ?? 0}/${state.steps ?? "?"}`];
+  if (state.skipped > 0) parts.push(`${state.skipped} items skipped`);
   if (Number.isFinite(state.loss)) parts.push(`loss ${state.loss.toPrecision(4)}`);
   if (state.samplesPerS > 0) parts.push(`${state.samplesPerS.toFixed(2)} samples/s`);
   const eta = etaSeconds(state.step ?? 0, state.steps ?? 0, state.samplesPerS, state.globalBatch);

@@ -32,7 +32,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = str(REPO / "training" / "launch.py")
 
 
-def make_dataset(root: pathlib.Path, n: int = 6, size: int = 32, cond: bool = True) -> pathlib.Path:
+N_ITEMS = 6
+
+
+def make_dataset(root: pathlib.Path, n: int = N_ITEMS, size: int = 32, cond: bool = True) -> pathlib.Path:
     writer = DatasetWriter(str(root))
     images = fit_images(n, size, seed=1)
     for i in range(n):
@@ -75,10 +78,12 @@ def test_two_steps_export_a_loadable_checkpoint(world):
     done = launch(world, "run-a", "--steps", "2", "--validate-every", "2", "--validation-steps", "2")
     assert done.returncode == 0, done.stderr
     evs = events(done.stdout)
-    assert [e["event"] for e in evs][0] == "start" and evs[-1]["event"] == "done" and evs[-1]["skipped"] == 0
+    assert [e["event"] for e in evs][:2] == ["dataset", "start"] and evs[-1]["event"] == "done"
+    assert evs[0] == {"event": "dataset", "layout": "l2p dataset", "items": N_ITEMS, "skipped": 0, "reasons": {},
+                      "uncached": 0} and evs[-1]["skipped"] == 0
     logs = [e for e in evs if e["event"] == "log"]
     assert [e["step"] for e in logs] == [1, 2] and all(e["loss"] > 0 and e["samples_per_s"] > 0 for e in logs)
-    assert "paper:" in evs[0]["policy"]
+    assert "paper:" in evs[1]["policy"]
     out = world / "run-a"
     with safe_open(str(out / "l2p-trained.safetensors"), "pt") as f:
         meta, sd = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
@@ -102,7 +107,7 @@ def test_pruning_and_resume_continuity(world):
                   "--resume", "latest")
     assert more.returncode == 0, more.stderr
     evs = events(more.stdout)
-    assert evs[0] == {"event": "resumed", "step": 4, "path": str(world / "run-b" / "checkpoint-4")}
+    assert evs[1] == {"event": "resumed", "step": 4, "path": str(world / "run-b" / "checkpoint-4")}
     assert [e["step"] for e in evs if e["event"] == "log"] == [5, 6]
     names = sorted(p.name for p in (world / "run-b").iterdir() if p.name.startswith("checkpoint-"))
     assert names == ["checkpoint-5", "checkpoint-6"]
@@ -155,7 +160,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(world):
                  cmd=[accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                       "--mixed_precision", "no", "--dynamo_backend", "no", LAUNCH])
     assert two.returncode == 0, two.stderr[-3000:]
-    assert events(two.stdout)[0]["processes"] == 2
+    assert events(two.stdout)[1]["processes"] == 2
     a, b = trainable(world / "run-1p" / "checkpoint-2"), trainable(world / "run-2p" / "checkpoint-2")
     # Float sums in another order (gradients all-reduced across processes) move Adam's update of weights
     # whose gradient is near zero; bound the difference by a small share of what 2 steps can move a weight.
@@ -177,9 +182,10 @@ def test_bad_configs_fail_in_one_line_before_work(world, tmp_path):
     toml.write_text('steps = 2\nlearning_rate = 1e-4\n')
     cases = [
         (["--dataset", str(tmp_path / "missing")], "does not exist"),
-        (["--dataset", str(empty)], "no complete items"),
+        (["--dataset", str(empty)], "has no items"),
         (["--dataset", str(no_cond)], "no cached text conditioning"),
-        (["--model", str(big_patch)], "smaller than one 64-pixel patch"),
+        (["--model", str(big_patch)], "none of its 6 items is usable (most often: 32x32, smaller than one 64-pixel "
+                                      "patch, 6)"),
         (["--policy", "everything"], "unknown policy"),
         (["--config", str(toml)], "unknown config key 'learning_rate'"),
         (["--steps", "0"], "steps is 0"),

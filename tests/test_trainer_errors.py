@@ -88,8 +88,9 @@ def test_help_lists_every_option_with_its_description_and_default():
             blocks[words[0]] = " ".join(words)
     fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "extra"]  # extra: a TOML table only
     flags = {"--" + f.name.replace("_", "-") for f in fields}
-    assert set(blocks) == flags | {"-h,", "--config", "--print-config"} and len(flags) >= 32, sorted(blocks)
-    assert len(blocks["--config"].split()) > 4 and len(blocks["--print-config"].split()) > 4
+    actions = {"--config", "--print-config", "--print-dataset", "--cache-text"}
+    assert set(blocks) == flags | {"-h,"} | actions and len(flags) >= 32, sorted(blocks)
+    assert all(len(blocks[a].split()) > 4 for a in actions)
     for f in fields:
         flag = "--" + f.name.replace("_", "-")
         assert flag in blocks, f"{flag} missing from --help"
@@ -129,30 +130,50 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(world):
     assert not (world / "run").exists()
 
 
-@pytest.mark.parametrize(("name", "damage", "words"), [
-    ("corrupt-png", [("00001.png", b"not a png at all")],
-     ["1 of 4 items unusable", "first 00001", "00001.png is not a readable image", "re-render them",
-      "l2p_make_dataset", "delete the lines to train without them"]),
-    ("missing-png", [("00002.png", None)], ["1 of 4 items unusable", "first 00002", "00002.png missing"]),
-    ("missing-cond", [("00003.cond.safetensors", None)],
-     ["first 00003", "00003.cond.safetensors missing", "L2P Dataset Writer", "conditioning"]),
-    ("corrupt-cond", [("00000.cond.safetensors", b"\x00" * 3)], ["first 00000", "not a safetensors file"]),
+@pytest.mark.parametrize(("name", "damage", "reason"), [
+    ("corrupt-png", [("00001.png", b"not a png at all")], "not a readable image: corrupt or not an image"),
+    ("missing-png", [("00002.png", None)], "image missing"),
+    ("corrupt-cond", [("00000.cond.safetensors", b"\x00" * 3)],
+     "its conditioning 00000.cond.safetensors: not a safetensors file"),
     ("no-key-cond", [("00001.cond.safetensors", save({"feats": torch.zeros(3, 64)}))],
-     ["first 00001", "no 'cap_feats' tensor"]),
+     "its conditioning 00001.cond.safetensors: no 'cap_feats' tensor in it"),
     ("narrow-cond", [("00002.cond.safetensors", save({"cap_feats": torch.zeros(5, 32)}))],
-     ["first 00002", "32-wide caption features", "the model takes 64", "text encoder"]),
-    ("three-bad", [("00001.cond.safetensors", None), ("00002.png", None), ("00003.png", b"junk")],
-     ["3 of 4 items unusable", "first 00001: 00001.cond.safetensors missing"]),
+     "its conditioning holds 32-wide caption features, the model takes 64 (this conditioning comes from another "
+     "text encoder"),
 ])
-def test_a_broken_dataset_is_refused_before_step_one(world, name, damage, words):
-    assert_refused(launch(world, dataset=broken(world, name, *damage)), f"dataset {world / name}", *words)
+def test_a_bad_item_is_skipped_and_counted_before_step_one(world, name, damage, reason):
+    """Bad items are the rule in folders users bring: skipped with a count and the reason, never fatal."""
+    done = launch(world, "--log-every", "1", dataset=broken(world, name, *damage), out=f"run-{name}")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert events[0]["event"] == "dataset" and events[0]["skipped"] == 1 and events[0]["items"] == N - 1
+    assert events[1]["event"] == "start" and events[1]["items"] == N - 1
+    warnings = [line for line in re.split(r"[\r\n]", done.stderr) if "warning:" in line]
+    assert len(warnings) == 1 and "1 of 4 items skipped" in warnings[0] and reason in warnings[0], done.stderr
+    listed = subprocess.run([sys.executable, LAUNCH, "--dataset", str(world / name), "--model",
+                             str(world / "model.safetensors"), "--print-dataset"], capture_output=True, text=True,
+                            timeout=300)
+    assert listed.returncode == 0 and reason in listed.stdout and "3 usable, 1 skipped" in listed.stdout, listed
+
+
+def test_missing_conditioning_without_a_text_encoder_says_how_to_cache_it(world):
+    folder = broken(world, "missing-cond", ("00003.cond.safetensors", None))
+    assert_refused(launch(world, dataset=folder), f"dataset {folder}", "1 items have no cached text conditioning",
+                   "first 00003.png", "--text-encoder FILE", "--cache-text")
+    assert not (world / "run").exists()
+
+
+def test_a_dataset_with_no_usable_item_is_refused_in_one_line(world):
+    folder = broken(world, "all-bad", *[(f"{i:05d}.png", b"junk") for i in range(N)])
+    assert_refused(launch(world, dataset=folder), f"dataset {folder}: none of its 4 items is usable (most often: "
+                   "not a readable image: corrupt or not an image, 4); first 00000.png")
     assert not (world / "run").exists()
 
 
 def test_an_empty_dataset_says_how_to_render_one(world):
     (world / "empty").mkdir(exist_ok=True)
-    assert_refused(launch(world, dataset=world / "empty"), "no complete items", "l2p_make_dataset",
-                   "python -m dataset.make --server")
+    assert_refused(launch(world, dataset=world / "empty"), "has no items", "l2p_make_dataset",
+                   "python -m dataset.make --server", "images with .txt captions")
 
 
 def test_an_item_that_fails_to_decode_mid_run_is_skipped_and_counted(world):
@@ -160,7 +181,7 @@ def test_an_item_that_fails_to_decode_mid_run_is_skipped_and_counted(world):
     done = launch(world, "--log-every", "1", dataset=folder, out="run-skip")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert events[0]["event"] == "start" and events[0]["items"] == N  # the header was fine: not refused
+    assert events[1]["event"] == "start" and events[1]["items"] == N  # the header was fine: not skipped up front
     assert events[-1] == {"event": "done", "step": 2, "export": str(world / "run-skip" / "l2p-trained.safetensors"),
                           "skipped": 1}
     assert all(math.isfinite(e["loss"]) for e in events if e["event"] == "log")
@@ -177,4 +198,4 @@ def test_a_bucket_with_no_readable_item_left_stops_with_one_error_line(world):
     last = done.stderr.strip().splitlines()[-1]
     message = error_line(last)
     assert message is not None and "none of the 4 items of size 32x32 loads" in message, last
-    assert "first 00000" in message and "re-render them" in message
+    assert "first 00000" in message and "replace or delete the broken files" in message

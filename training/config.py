@@ -1,6 +1,7 @@
 """The training configuration on the command line: a TOML file with flag overrides.
 
-    python training/launch.py --config run.toml [--steps 200 --lr 1e-4 ...] [--print-config] [--help]
+    python training/launch.py --config run.toml [--steps 200 --lr 1e-4 ...] [--print-config] [--print-dataset]
+        [--cache-text] [--help]
 
 Every field is also a flag (``--batch-size`` for ``batch_size``); flags win over the file. Each flag's help
 line and default come from the field itself (``TrainConfig``'s field metadata), so ``--help`` and the schema
@@ -50,6 +51,10 @@ def parser() -> argparse.ArgumentParser:
                         f"starting with {ERROR_PREFIX.strip()!r}), 1 anything else.")
     ap.add_argument("--config", metavar="TOML", help="TOML file with these options as keys")
     ap.add_argument("--print-config", action="store_true", help="print the merged config as TOML and exit")
+    ap.add_argument("--print-dataset", action="store_true", help="list the dataset's layout, items per size bucket "
+                    "and every skipped item with its reason, and exit")
+    ap.add_argument("--cache-text", action="store_true", help="only cache the missing text conditioning with "
+                    "text_encoder (every process of a distributed launch takes a share), and exit")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "extra":
             continue  # a TOML table only

@@ -24,8 +24,11 @@ def _opt(default: Any, help: str, metavar: str = "") -> Any:
 # What error messages point at, named once: where models and datasets come from.
 CONVERT_HOW = ("python -m l2p.convert --source SRC --out FILE, or L2P Convert (latent -> pixel) + L2P Save Checkpoint "
                "in ComfyUI")
-DATASET_TOOL = ("the l2p_make_dataset workflow in ComfyUI (L2P Dataset Writer, conditioning input connected; python -m "
-                "dataset.make --server URL --prompts FILE --out DIR renders images but caches no conditioning)")
+DATASET_TOOL = ("the l2p_make_dataset workflow in ComfyUI (L2P Dataset Writer) or python -m dataset.make --server URL "
+                "--prompts FILE --out DIR")
+CACHE_HOW = ("set text_encoder to the model's text encoder (--text-encoder FILE, e.g. qwen_3_4b.safetensors) and the "
+             "trainer caches it before training (--cache-text only caches), or write the dataset with the L2P Dataset "
+             "Writer's conditioning input connected")
 
 
 @dataclass
@@ -33,8 +36,16 @@ class TrainConfig:
     # what to train and on what
     model: str = _opt("", "the L2P checkpoint to train (.safetensors, official or ComfyUI layout): "
                           "python -m l2p.convert or L2P Save Checkpoint writes one", "FILE")
-    dataset: str = _opt("", "dataset folder: metadata.jsonl + NNNNN.png + NNNNN.cond.safetensors (the L2P Dataset "
-                            "Writer's output)", "DIR")
+    dataset: str = _opt("", "training folder: this pack's dataset (L2P Dataset Writer, dataset.make), diffusers' "
+                            "imagefolder (metadata.jsonl with file_name and text), or images beside .txt captions "
+                            "(nested folders too)", "DIR")
+    text_encoder: str = _opt("", "the text encoder that caches missing conditioning before training (the "
+                                 "model's own: qwen_3_4b.safetensors for Z-Image, or any Qwen3-architecture "
+                                 "file); empty = every item must have its .cond.safetensors", "FILE")
+    tokenizer: str = _opt("", "Qwen's tokenizer folder for text_encoder; empty = ComfyUI's own "
+                              "(comfy/text_encoders/qwen25_tokenizer of $COMFYUI_PATH or of the ComfyUI this "
+                              "pack is installed in)", "DIR")
+    text_encoder_batch: int = _opt(8, "captions encoded at once while caching")
     output_dir: str = _opt("l2p-train", "run folder: checkpoints, validation images, config.toml, loss.png, the "
                                         "export", "DIR")
     policy: str = _opt("", "trainable set: paper, official or custom:<block ranges> (e.g. custom:0-4,-5--1); "
@@ -46,9 +57,9 @@ class TrainConfig:
                                    "step's generator)")
     caption_dropout: float = _opt(0.0, "share of items trained on the empty prompt so that CFG's unconditional "
                                        "branch is trained too: the official recipe has 0; a new or small model "
-                                       "needs it for CFG (needs empty_conditioning)")
-    empty_conditioning: str = _opt("", "the empty prompt's features, a .cond.safetensors file (needed for "
-                                       "caption_dropout)", "FILE")
+                                       "needs it for CFG (needs empty_conditioning or text_encoder)")
+    empty_conditioning: str = _opt("", "the empty prompt's features, a .cond.safetensors file (for "
+                                       "caption_dropout; empty = cached with text_encoder into output_dir)", "FILE")
     # optimisation (official recipe: AdamW, lr 5e-5, weight decay 0.01, batch 1 per GPU)
     steps: int = _opt(1000, "optimizer steps in total (a resumed run continues up to this step)")
     lr: float = _opt(5e-5, "AdamW learning rate (official recipe 5e-5)")
@@ -99,7 +110,7 @@ class TrainConfig:
         if not os.path.isdir(self.dataset):
             raise ValueError(f"dataset folder {self.dataset} does not exist: build one with {DATASET_TOOL}")
         for name in ("steps", "batch_size", "gradient_accumulation_steps", "num_train_timesteps", "log_every",
-                     "max_pixels", "validation_steps"):
+                     "max_pixels", "validation_steps", "text_encoder_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is {getattr(self, name)}: it must be at least 1")
         for name in ("warmup_steps", "checkpoint_every", "checkpoints_total_limit", "validate_every",
@@ -116,9 +127,15 @@ class TrainConfig:
             raise ValueError(f"ema_decay {self.ema_decay} must be in [0, 1)")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout {self.caption_dropout} must be in [0, 1)")
-        if self.caption_dropout and not os.path.isfile(self.empty_conditioning):
-            raise ValueError("caption_dropout needs the empty prompt's conditioning: set empty_conditioning to a "
-                             ".cond.safetensors file of the prompt \"\" (e.g. from the L2P Dataset Writer)")
+        if self.empty_conditioning and not os.path.isfile(self.empty_conditioning):
+            raise ValueError(f"empty_conditioning {self.empty_conditioning} does not exist: give the .cond.safetensors "
+                             "file of the prompt \"\", or leave it empty and set text_encoder to cache it")
+        if self.caption_dropout and not (self.empty_conditioning or self.text_encoder):
+            raise ValueError("caption_dropout needs the empty prompt's conditioning: set text_encoder (it is cached) "
+                             "or empty_conditioning to a .cond.safetensors file of the prompt \"\"")
+        if self.text_encoder and not os.path.isfile(self.text_encoder):
+            raise ValueError(f"text_encoder {self.text_encoder} does not exist: give the model's text encoder file "
+                             "(e.g. ComfyUI's models/text_encoders/qwen_3_4b.safetensors)")
         if not self.output_dir:
             raise ValueError("output_dir is not set: give the run folder (--output-dir DIR)")
         why = unwritable(self.output_dir)
@@ -232,6 +249,8 @@ def error_line(line: str) -> str | None:
 
 # Each event the trainer writes to stdout, one JSON object a line ``{"event": name, **fields}``, with its fields.
 EVENTS: dict[str, tuple[str, ...]] = {
+    "dataset": ("layout", "items", "skipped", "reasons", "uncached"),  # the folder as scanned; reasons: why -> n
+    "caching": ("done", "total"),  # text conditioning cached so far (all processes together)
     "start": ("step", "steps", "processes", "global_batch", "policy", "items"),
     "resumed": ("step", "path"),  # a checkpoint folder
     "log": ("step", "steps", "loss", "lr", "samples_per_s", "memory_mb", "epoch"),

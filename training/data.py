@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dataset.folder import CONDITIONING_KEY, read_metadata
+from dataset.folder import CONDITIONING_KEY
 
-from .contract import DATASET_TOOL
+from .contract import CACHE_HOW, DATASET_TOOL
+from .items import Item, Skipped, list_items
 
-ITEMS_HOW = (f"re-render them with {DATASET_TOOL} after deleting their metadata.jsonl lines (an index without a "
-             "line is written again), or delete the lines to train without them")
+ITEMS_HOW = (f"replace or delete the broken files (in a dataset of this pack, delete their metadata.jsonl lines and "
+             f"render them again with {DATASET_TOOL})")
 WIDTH_HOW = ("this conditioning comes from another text encoder: write the dataset with the text encoder of the "
              "model you train")
 
@@ -109,79 +110,106 @@ def conditioning_shape(path: str) -> tuple[int, ...]:
     return shape
 
 
-def refusal(root: str, bad: list[tuple[int, str]], total: int, how: str = ITEMS_HOW) -> DatasetError:
-    """One line for a dataset with unusable items: how many, the first one and why, what to do."""
-    index, why = bad[0]
-    return DatasetError(f"dataset {root}: {len(bad)} of {total} items unusable, first {index:05d}: {why}; {how}")
+@dataclass
+class Scan:
+    """A training folder after the cheap checks: the usable items, what was skipped and why, what still needs
+    its text conditioning cached."""
+    root: str
+    layout: str
+    items: list[ScannedItem]
+    skipped: list[Skipped]
+    uncached: list[Item]
+    sizes: dict[str, tuple[int, int]]  # image path -> (width, height), of every item that passed its header check
+
+    def reasons(self) -> dict[str, int]:
+        """Why items were skipped, most frequent first (the reason without the item's own file names)."""
+        counts: dict[str, int] = {}
+        for s in self.skipped:
+            counts[_reason(s.why)] = counts.get(_reason(s.why), 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def scan_dataset(root: str) -> list[ScannedItem]:
-    """Every complete item of ``root``, checked without decoding anything (no model needed)."""
-    rows = read_metadata(root)
-    if not rows:
-        raise DatasetError(f"dataset {root} has no complete items (no metadata.jsonl lines): render some first "
-                           f"with {DATASET_TOOL}")
-    missing = [r for r in rows.values() if not r.get("conditioning")]
-    if missing:
-        raise DatasetError(f"dataset {root}: {len(missing)} of {len(rows)} items have no cached text conditioning, "
-                           f"first {missing[0]['index']:05d}: write the dataset with {DATASET_TOOL}")
-    items, bad = [], []
-    for idx in sorted(rows):
-        r = rows[idx]
-        try:
-            seed = int(r["seed"])
-            name, cond = str(r["file_name"]), str(r["conditioning"])
-        except (KeyError, TypeError, ValueError):
-            bad.append((idx, "its metadata.jsonl line has no file_name or seed"))
-            continue
-        image, cond_path = os.path.join(root, name), os.path.join(root, cond)
-        if not os.path.isfile(image):
-            bad.append((idx, f"{name} missing"))
-            continue
-        if not os.path.isfile(cond_path):
-            bad.append((idx, f"{cond} missing"))
+def _reason(why: str) -> str:
+    return why.split(": ", 1)[-1] if why.startswith(("caption file", "no caption")) else why.split(" (", 1)[0]
+
+
+def scan_dataset(root: str, multiple: int = 1, cap_width: int | None = None) -> Scan:
+    """Every item of ``root`` (any layout, training/items.py) checked without decoding anything: the image's
+    header (its size; smaller than one ``multiple``-pixel patch is skipped) and, where it is cached, the
+    conditioning's header (``[tokens, cap_width]``). Items without conditioning are listed in ``uncached``."""
+    listing = list_items(root)
+    items, skipped, uncached, sizes = [], list(listing.skipped), [], {}
+    for it in listing.items:
+        if not os.path.isfile(it.image):
+            skipped.append(Skipped(it.name, "image missing"))
             continue
         try:
-            size = image_size(image)
+            w, h = image_size(it.image)
         except ValueError as e:
-            bad.append((idx, f"{name} is {e}"))
+            skipped.append(Skipped(it.name, f"{e}"))
+            continue
+        if w < multiple or h < multiple:
+            skipped.append(Skipped(it.name, f"{w}x{h}, smaller than one {multiple}-pixel patch"))
+            continue
+        if not os.path.isfile(it.conditioning):
+            uncached.append(it)
+            sizes[it.image] = (w, h)
             continue
         try:
-            shape = conditioning_shape(cond_path)
+            shape = conditioning_shape(it.conditioning)
         except ValueError as e:
-            bad.append((idx, f"{cond}: {e}"))
+            skipped.append(Skipped(it.name, f"its conditioning {os.path.basename(it.conditioning)}: {e}"))
             continue
-        items.append(ScannedItem(idx, image, cond_path, seed, size, shape))
-    if bad:
-        raise refusal(root, bad, len(rows))
-    return items
+        if cap_width is not None and shape[1] != cap_width:
+            skipped.append(Skipped(it.name, f"its conditioning holds {shape[1]}-wide caption features, the model "
+                                            f"takes {cap_width} ({WIDTH_HOW})"))
+            continue
+        items.append(ScannedItem(it.index, it.image, it.conditioning, it.seed, (w, h), shape))
+        sizes[it.image] = (w, h)
+    return Scan(root, listing.layout, items, skipped, uncached, sizes)
 
 
-def check_caption_width(root: str, items: list[ScannedItem], width: int | None) -> None:
-    """Every item's conditioning is ``width`` wide (the model's caption features), or the dataset is refused."""
-    wrong = [(it.index, f"{os.path.basename(it.conditioning)} holds {it.cap_shape[1]}-wide caption features, the "
-                        f"model takes {width}")
-             for it in items if width is not None and it.cap_shape[1] != width]
-    if wrong:
-        raise refusal(root, wrong, len(items), WIDTH_HOW)
+def describe(scan: Scan, multiple: int, max_pixels: int) -> str:
+    """What ``--print-dataset`` prints: the layout, counts, items per size bucket, and each skipped item."""
+    buckets: dict[tuple[int, int], int] = {}
+    for w, h in scan.sizes.values():
+        size = bucket_size(w, h, multiple, max_pixels)
+        buckets[size] = buckets.get(size, 0) + 1
+    lines = [f"dataset {scan.root} ({scan.layout}): {len(scan.sizes) + len(scan.skipped)} items, "
+             f"{len(scan.sizes)} usable, {len(scan.skipped)} skipped, {len(scan.uncached)} without cached "
+             "text conditioning",
+             f"size buckets (multiple {multiple}, at most {max_pixels} pixels): " +
+             (", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(buckets.items(), key=lambda kv: -kv[1])) or "none")]
+    if scan.skipped:
+        lines.append("skipped: " + ", ".join(f"{n} {why}" for why, n in scan.reasons().items()))
+        lines += [f"  {s.name}: {s.why}" for s in scan.skipped]
+    return "\n".join(lines)
+
+
+def check_usable(scan: Scan) -> None:
+    """Refuse (one line) a folder with nothing to train on; skipped items are otherwise only counted."""
+    if scan.uncached:
+        first = scan.uncached[0]
+        raise DatasetError(f"dataset {scan.root}: {len(scan.uncached)} items have no cached text conditioning "
+                           f"(first {first.name}): {CACHE_HOW}")
+    if scan.items:
+        return
+    if not scan.skipped:
+        raise DatasetError(f"dataset {scan.root} has no items (no metadata.jsonl lines, no image with a caption "
+                           f"file): render some with {DATASET_TOOL}, or give a folder of images with .txt captions")
+    reason, count = next(iter(scan.reasons().items()))
+    first = scan.skipped[0]
+    raise DatasetError(f"dataset {scan.root}: none of its {len(scan.skipped)} items is usable (most often: {reason}, "
+                       f"{count}); first {first.name}: {first.why}")
 
 
 class TrainData:
-    def __init__(self, root: str, multiple: int, max_pixels: int, cap_width: int | None = None,
-                 scanned: list[ScannedItem] | None = None):
-        """``scanned``: ``scan_dataset(root)`` done earlier (before the model was loaded); ``cap_width``: the
-        model's caption feature width, which every item's conditioning must have."""
-        items = scan_dataset(root) if scanned is None else scanned
-        check_caption_width(root, items, cap_width)
-        self.root, self.cap_width, self.multiple = root, cap_width, multiple
-        self.examples: list[Example] = []
-        for it in items:
-            w, h = it.image_size
-            if w < multiple or h < multiple:
-                raise DatasetError(f"dataset {root}: item {it.index:05d} is {w}x{h}, smaller than one {multiple}-pixel "
-                                   "patch: the model's patch size does not fit this dataset")
-            self.examples.append(Example(it.index, it.image, it.conditioning, it.seed,
-                                         bucket_size(w, h, multiple, max_pixels)))
+    def __init__(self, scan: Scan, multiple: int, max_pixels: int, cap_width: int | None = None):
+        """``scan``: ``scan_dataset`` of the folder, its conditioning cached (``check_usable`` passed);
+        ``cap_width``: the model's caption feature width, which every item's conditioning has."""
+        self.root, self.cap_width, self.multiple = scan.root, cap_width, multiple
+        self.examples = [Example(it.index, it.image, it.conditioning, it.seed,
+                                 bucket_size(*it.image_size, multiple, max_pixels)) for it in scan.items]
         self.skipped: dict[int, str] = {}  # position -> why it failed to load during the run
 
     def epoch_batches(self, epoch: int, seed: int, global_batch: int, shuffle: bool = True) -> list[list[int]]:

@@ -25,16 +25,40 @@ def refuse(error: Exception) -> int:
     return 2
 
 
+def print_dataset(cfg) -> int:
+    """``--print-dataset``: the folder as the trainer reads it (sizes from the model's patch grid when given)."""
+    from training.data import describe, scan_dataset
+
+    if not cfg.dataset or not os.path.isdir(cfg.dataset):
+        raise ValueError(f"dataset folder {cfg.dataset!r} does not exist: give it with --dataset DIR")
+    multiple, width = 1, None
+    if cfg.model:
+        from l2p.sizes import side_multiple
+        from training.model import model_header
+
+        header = model_header(cfg.model)
+        multiple, width = side_multiple(header.patch_size, header.head_variant), header.cap_feat_dim
+    print(describe(scan_dataset(cfg.dataset, multiple, width), multiple, cfg.max_pixels))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, args = parse_args(argv)
         if args.print_config:
             print(to_toml(cfg), end="")
             return 0
+        if args.print_dataset:
+            return print_dataset(cfg)
         cfg.check()  # before torch is imported: a bad config is refused at once
         from training.data import DatasetError
-        from training.trainer import Trainer
+        from training.trainer import Trainer, make_accelerator, prepare_dataset
 
+        if args.cache_text:
+            if not cfg.text_encoder:
+                raise ValueError("--cache-text needs text_encoder: give the model's text encoder (--text-encoder FILE)")
+            prepare_dataset(cfg, make_accelerator(cfg))
+            return 0
         trainer = Trainer(cfg)
         trainer.begin()
     except ValueError as e:

@@ -37,14 +37,20 @@ def official_names(model: PixelDiT) -> dict[str, str]:
     return {n: n[len("trunk."):] if n.startswith("trunk.") else n for n, _ in model.named_parameters()}
 
 
+def model_header(path: str, src=None) -> L2PConfig:
+    """An L2P checkpoint's configuration from its header alone, every tensor's name, shape and dtype checked; a
+    file that is not a complete float L2P model is refused with one line (L2PFormatError) naming it."""
+    try:
+        return infer_config((src or open_source(path)).meta)
+    except L2PFormatError as e:
+        raise L2PFormatError(f"{os.path.basename(os.path.normpath(path))}: {e}") from None
+
+
 def load_model(path: str, policy: str = "") -> LoadedModel:
     """An L2P checkpoint (either layout, any prefix) as a PixelDiT with its trainable set; a file that is not a
     complete float L2P model is refused with one line (L2PFormatError) before any weight is read."""
     src = open_source(path)
-    try:
-        cfg = infer_config(src.meta)  # every tensor's name, shape and dtype, from the header alone
-    except L2PFormatError as e:
-        raise L2PFormatError(f"{os.path.basename(os.path.normpath(path))}: {e}") from None
+    cfg = model_header(path, src)
     sd = strip_prefix({k: src.get(k) for k in src.meta})
     if detect_layout(sd.keys()) == COMFY:
         sd = comfy_to_official(sd)

@@ -36,8 +36,9 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .contract import TrainConfig, event_line, to_toml
-from .data import TrainData, check_caption_width, load_conditioning, scan_dataset
-from .model import LoadedModel, load_model, official_names, policy_report
+from .data import Scan, TrainData, check_usable, load_conditioning, scan_dataset
+from .model import LoadedModel, load_model, model_header, official_names, policy_report
+from .text_cache import EMPTY_CONDITIONING, cache_text
 
 DONE = "training_complete.json"
 
@@ -91,16 +92,63 @@ def emit(event: str, **fields: Any) -> None:
     print(event_line(event, **fields), flush=True)
 
 
-def _caption_width(model: str) -> int | None:
-    """The model's caption feature width from its header alone; None when the file is not a readable L2P
-    model (load_model then says what is wrong)."""
-    from l2p.format.layouts import infer_config
-    from l2p.format.tensor_io import open_source
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
 
-    try:
-        return infer_config(open_source(model).meta).cap_feat_dim
-    except ValueError:
-        return None
+    # Without CUDA, accelerate only forms a process group (gloo, MULTI_CPU) when asked for the CPU.
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision=_mixed_precision(cfg), cpu=several and not torch.cuda.is_available())
+
+
+def empty_conditioning_path(cfg: TrainConfig) -> str:
+    """The empty prompt's features for caption dropout: the configured file, else cached into output_dir."""
+    if cfg.empty_conditioning or not cfg.caption_dropout:
+        return cfg.empty_conditioning
+    return os.path.join(cfg.output_dir, EMPTY_CONDITIONING)
+
+
+def prepare_dataset(cfg: TrainConfig, acc, warn: Any = None) -> Scan:
+    """The training folder scanned (any layout), its missing conditioning cached with ``cfg.text_encoder`` by
+    every process, and checked usable (one-line ``DatasetError`` otherwise). Emits ``dataset`` and ``caching``.
+
+    A folder that is not shared between machines still works: after the shared pass, what a process still
+    misses it caches itself."""
+    header = model_header(cfg.model)
+    multiple = side_multiple(header.patch_size, header.head_variant)
+    scan = scan_dataset(cfg.dataset, multiple, header.cap_feat_dim)
+    main = acc.is_main_process
+    if not cfg.text_encoder:
+        check_usable(scan)  # refused before any event: nothing can be cached
+    if main:
+        emit("dataset", layout=scan.layout, items=len(scan.items) + len(scan.uncached), skipped=len(scan.skipped),
+             reasons=scan.reasons(), uncached=len(scan.uncached))
+    empty = empty_conditioning_path(cfg) if cfg.text_encoder else ""
+    if cfg.text_encoder and (scan.uncached or (empty and not os.path.isfile(empty))):
+        total, done = len(scan.uncached), [0]
+
+        def progress(n: int) -> None:
+            done[0] += n * acc.num_processes  # every process encodes an equal share at the same pace
+            if main:
+                emit("caching", done=min(done[0], total), total=total)
+
+        if empty:
+            os.makedirs(os.path.dirname(empty) or ".", exist_ok=True)
+        cache_text(scan.uncached, cfg.text_encoder, cfg.tokenizer, acc.process_index, acc.num_processes,
+                   cfg.text_encoder_batch, empty, progress)
+        acc.wait_for_everyone()
+        scan = scan_dataset(cfg.dataset, multiple, header.cap_feat_dim)
+        if scan.uncached or (empty and not os.path.isfile(empty)):  # a folder other machines do not see
+            cache_text(scan.uncached, cfg.text_encoder, cfg.tokenizer, batch_size=cfg.text_encoder_batch,
+                       empty_path=empty)
+            scan = scan_dataset(cfg.dataset, multiple, header.cap_feat_dim)
+        if main:
+            emit("caching", done=total, total=total)
+    check_usable(scan)
+    if scan.skipped and warn is not None:
+        reasons = ", ".join(f"{n} {why}" for why, n in scan.reasons().items())
+        warn(f"{len(scan.skipped)} of {len(scan.skipped) + len(scan.items)} items skipped ({reasons}); first "
+             f"{scan.skipped[0].name}: {scan.skipped[0].why}; --print-dataset lists them")
+    return scan
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
@@ -111,20 +159,15 @@ def _mixed_precision(cfg: TrainConfig) -> str:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
-        from accelerate import Accelerator
-
         cfg.check()
         self.cfg = cfg
-        # the dataset's files and widths first, from headers: a broken dataset is refused before a long load
-        scanned = scan_dataset(cfg.dataset)
-        check_caption_width(cfg.dataset, scanned, _caption_width(cfg.model))
+        self.progress = _progress(0, 0, False)
+        self.acc = make_accelerator(cfg)  # first: caching spreads over its processes
+        # the dataset's files and widths first, from headers (and its text cached): before the long model load
+        scan = prepare_dataset(cfg, self.acc, self._warn)
         self.loaded: LoadedModel = load_model(cfg.model, cfg.policy)
         lc = self.loaded.config
-        self.data = TrainData(cfg.dataset, side_multiple(lc.patch_size, lc.head_variant), cfg.max_pixels,
-                              lc.cap_feat_dim, scanned)
-        # Without CUDA, accelerate only forms a process group (gloo, MULTI_CPU) when asked for the CPU.
-        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.acc = Accelerator(mixed_precision=_mixed_precision(cfg), cpu=several and not torch.cuda.is_available())
+        self.data = TrainData(scan, side_multiple(lc.patch_size, lc.head_variant), cfg.max_pixels, lc.cap_feat_dim)
         self.global_batch = cfg.batch_size * self.acc.num_processes
         self.data.epoch_batches(0, cfg.seed, self.global_batch)  # fail now, not at step 1, if no batch fits
         model = self.loaded.model
@@ -137,16 +180,15 @@ class Trainer:
         self.grid = sigma_grid(cfg)
         self.ema = ({self.names[n]: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                     if cfg.ema_decay else None)
-        self.empty_cap = self._empty_conditioning() if cfg.caption_dropout else None
+        self.empty_cap = self._empty_conditioning(empty_conditioning_path(cfg)) if cfg.caption_dropout else None
         self.step, self.epoch, self.batch_pos = 0, 0, 0
         self.history: list[tuple[int, float]] = []
         self.begun = False
-        self.progress = _progress(0, 0, False)
 
-    def _empty_conditioning(self) -> torch.Tensor:
-        cap, width = load_conditioning(self.cfg.empty_conditioning), self.loaded.config.cap_feat_dim
+    def _empty_conditioning(self, path: str) -> torch.Tensor:
+        cap, width = load_conditioning(path), self.loaded.config.cap_feat_dim
         if cap.ndim != 2 or cap.shape[1] != width:
-            raise ValueError(f"empty_conditioning {self.cfg.empty_conditioning} is {list(cap.shape)}, the model takes "
+            raise ValueError(f"empty_conditioning {path} is {list(cap.shape)}, the model takes "
                              f"[tokens, {width}]: write the empty prompt's conditioning with the model's own text "
                              "encoder (L2P Dataset Writer, prompt \"\")")
         return cap

@@ -46,6 +46,9 @@ test("chartPoints maps steps left to right and loss top-down", () => {
 test("statusLine", () => {
   const line = statusLine({ step: 10, steps: 110, loss: 0.123456, samplesPerS: 4, globalBatch: 2, memoryMb: 1024 });
   assert.equal(line, "step 10/110 · loss 0.1235 · 4.00 samples/s · ETA 50s · mem 1.00 GiB");
+  assert.equal(statusLine({ step: 0, steps: 5, cachingDone: 3, cachingTotal: 8 }), "caching text conditioning 3/8");
+  assert.equal(statusLine({ step: 1, steps: 5, cachingDone: 8, cachingTotal: 8, skipped: 2 }),
+    "step 1/5 · 2 items skipped");
 });
 
 test("hintText shows the hint, or the message saying what is wrong", () => {
