@@ -11,28 +11,9 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..l2p.text_encoding import qwen3_config_from_shapes
 from .comfy_core import CLIP, model_management, qwen3_clip_target
 from .files import load_safetensors
-
-
-def qwen3_config_from_shapes(sd: dict[str, torch.Tensor]) -> dict:
-    """Qwen3 widths and depth from a transformers-layout state dict (``model.layers.N...``)."""
-    try:
-        emb = sd["model.embed_tokens.weight"]
-        head_dim = sd["model.layers.0.self_attn.q_norm.weight"].shape[0]
-        q = sd["model.layers.0.self_attn.q_proj.weight"].shape[0]
-        kv = sd["model.layers.0.self_attn.k_proj.weight"].shape[0]
-        inter = sd["model.layers.0.mlp.gate_proj.weight"].shape[0]
-    except KeyError as e:
-        raise ValueError(f"not a Qwen3 text encoder (missing {e.args[0]}): pick a Qwen3-architecture "
-                         "safetensors file") from None
-    layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("model.layers."))
-    if layers < 3:
-        raise ValueError(f"the text encoder has {layers} layers; Z-Image conditioning reads the second-to-last "
-                         "hidden state, so at least 3 are needed")
-    return {"vocab_size": emb.shape[0], "hidden_size": emb.shape[1], "intermediate_size": inter,
-            "num_hidden_layers": layers, "num_attention_heads": q // head_dim, "num_key_value_heads": kv // head_dim,
-            "head_dim": head_dim}
 
 
 def load_qwen3_any(sd: dict[str, torch.Tensor]) -> CLIP:

@@ -122,6 +122,25 @@ def test_driver_resumes_after_being_killed(server, tmp_path):
     assert not [p for p in os.listdir(out) if p.startswith(".partial")]
     assert sorted(p for p in os.listdir(out) if p.endswith(".png")) == [f"{i:05d}.png" for i in range(6)]
     assert "already there" in stdout
+    trains_with_no_manual_step(server, out, tmp_path)
+
+
+def trains_with_no_manual_step(server: ComfyServer, out: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """The driver caches no conditioning; the trainer, given the text encoder, caches it and trains."""
+    from harness.comfyui_home import comfyui_home
+    from l2p.text_encoding import TOKENIZER_FOLDER
+    from l2p.tiny import DEMO_L2P_FILE
+
+    assert not list(out.glob("*.cond.safetensors"))
+    run = subprocess.run([sys.executable, str(REPO / "training" / "launch.py"), "--model",
+                          str(server.models_dir / "l2p" / DEMO_L2P_FILE), "--dataset", str(out), "--output-dir",
+                          str(tmp_path / "run"), "--text-encoder", str(server.models_dir / "text_encoders" /
+                                                                      DEMO_TE_FILE),
+                          "--tokenizer", str(comfyui_home() / TOKENIZER_FOLDER), "--steps", "1", "--batch-size", "2",
+                          "--mixed-precision", "no"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(list(out.glob("*.cond.safetensors"))) == 6 and (tmp_path / "run" / "l2p-trained.safetensors").is_file()
 
 
 def test_driver_errors_are_one_line(server, tmp_path):
