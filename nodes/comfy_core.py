@@ -37,7 +37,8 @@ Sampling guards: S11 ``comfy.sample.fix_empty_latent_channels(model, latent[, do
   by ``NextDiTL2P.forward``'s checks (conditioning, size, a non-finite output) when present.
 Other internals the nodes use, re-exported here: ``model_management`` (devices, dtypes, interrupts),
   ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
-  ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``.
+  ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``; the install's folder, from
+  ``comfy.model_management.__file__`` (for the tokenizer files core ships in ``comfy/text_encoders/qwen25_tokenizer``).
 Features are detected by attribute or signature, never by version string. When core ships L2P itself
 (a detection entry whose required keys name ``local_decoder``), loading defers to it for the files it
 recognises (``core_l2p_configs``).
@@ -50,6 +51,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import weakref
 from dataclasses import dataclass
 
@@ -748,3 +750,9 @@ def qwen3_clip_target(config: dict) -> ClipTarget:
                              model_options=model_options)
 
     return ClipTarget(z_image.ZImageTokenizer, Qwen3AnyTE)
+
+
+def comfyui_install() -> str:
+    """The folder of the running ComfyUI's code (where ``comfy/`` lives; not ``--base-directory``), which holds the
+    tokenizer files core ships (``comfy/text_encoders/qwen25_tokenizer``)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(comfy.model_management.__file__)))

@@ -22,13 +22,15 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..l2p.policies import POLICIES
+from ..l2p.text_encoding import find_tokenizer
 from ..training.contract import WS_EVENT, TrainConfig, error_line, parse_event, to_toml, ws_payload
-from .comfy_core import ProgressBar, model_management
+from .comfy_core import ProgressBar, comfyui_install, model_management
 from .files import checkpoint_names, checkpoint_path, new_checkpoint_path, subpath
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "training", "launch.py")
 RUNS = "l2p_runs"
+CACHED = "cached (no text encoder)"
 
 
 def launch_argv(config_path: str, processes: int) -> list[str]:
@@ -82,8 +84,8 @@ class L2PTrain(io.ComfyNode):
                 io.Combo.Input("model", options=checkpoint_names(),
                                tooltip="The L2P checkpoint to train (from L2P Convert + Save, or a previous run)."),
                 io.String.Input("dataset", default="l2p_dataset",
-                                tooltip="Dataset folder in ComfyUI's output directory (from L2P Dataset Writer, with "
-                                        "conditioning cached)."),
+                                tooltip="Training folder in ComfyUI's output directory: from L2P Dataset Writer, a "
+                                        "diffusers imagefolder, or images beside .txt captions (nested too)."),
                 io.String.Input("run_name", default="l2p-run",
                                 tooltip="Run folder output/l2p_runs/<run_name> (checkpoints, validation images, "
                                         "log) and the exported model's name in models/l2p."),
@@ -107,6 +109,12 @@ class L2PTrain(io.ComfyNode):
                 io.Int.Input("processes", default=1, min=1, max=64,
                              tooltip="Processes (GPUs) on this machine; more than 1 launches accelerate (DDP)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the data order and sigmas."),
+                io.Combo.Input("text_encoder", options=[CACHED, *folder_paths.get_filename_list("text_encoders")],
+                               default=CACHED, optional=True,
+                               tooltip="The model's text encoder (qwen_3_4b.safetensors for Z-Image): items without "
+                                       "cached conditioning are encoded with it first, as CLIPTextEncode would, "
+                                       "and saved beside their images. Leave it at 'cached' when the dataset "
+                                       "already has its .cond.safetensors files."),
             ],
             outputs=[io.String.Output(display_name="ckpt_name",
                                       tooltip="The exported model in models/l2p (refresh to list it).")],
@@ -117,7 +125,7 @@ class L2PTrain(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, dataset: str, run_name: str, steps: int, lr: float, batch_size: int, policy: str,
                 custom_blocks: str, shift: float, checkpoint_every: int, validate_every: int, resume: bool,
-                processes: int, seed: int) -> io.NodeOutput:
+                processes: int, seed: int, text_encoder: str = CACHED) -> io.NodeOutput:
         missing = [m for m in ("accelerate", "diffusers") if importlib.util.find_spec(m) is None]
         if missing:
             raise ValueError(f"training needs {' and '.join(missing)} in ComfyUI's Python: run {sys.executable} -m pip "
@@ -132,6 +140,9 @@ class L2PTrain(io.ComfyNode):
             checkpoint_every=checkpoint_every, validate_every=validate_every, seed=seed,
             resume="latest" if resume else "", export_path=export, log_every=1,
         )
+        if text_encoder != CACHED:  # ComfyUI's own tokenizer, from this install
+            cfg.text_encoder = folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
+            cfg.tokenizer = find_tokenizer(comfyui=comfyui_install())
         os.makedirs(run_dir, exist_ok=True)
         config = os.path.join(run_dir, "l2p_train.toml")
         with open(config, "w", encoding="utf-8") as f:

@@ -202,7 +202,8 @@ def train(model_file: str, steps: int) -> list[Node]:
     return [Node(1, "L2PTrain", {"model": model_file, "dataset": "l2p_dataset", "run_name": "l2p-zimage-1k",
                                  "steps": steps, "lr": 5e-5, "batch_size": 1, "policy": "from checkpoint",
                                  "custom_blocks": "0-4,-5--1", "shift": 3.0, "checkpoint_every": 500,
-                                 "validate_every": 500, "resume": True, "processes": 1, "seed": 0},
+                                 "validate_every": 500, "resume": True, "processes": 1, "seed": 0,
+                                 "text_encoder": "cached (no text encoder)"},
                  title="L2P Train (official recipe: AdamW 5e-5, shift 3, frozen middle)", pos=(20, 40))]
 
 

@@ -81,3 +81,16 @@ def test_a_failing_trainer_reports_exit_code_and_reason(server):
     assert "exited with code 2" in result.error_message and "no cached text conditioning" in result.error_message
     escape = server.run(train_prompt(run_name="../../escape"), timeout=60)
     assert not escape.ok and "inside l2p_runs" in escape.error_message
+
+
+def test_with_a_text_encoder_the_node_caches_what_is_missing_and_trains(server):
+    folder = server.output_dir / "train-ds-cache"
+    if not folder.exists():
+        make_dataset(folder, n=2, cond=False)
+    result = server.run(train_prompt(run_name="cache", dataset="train-ds-cache", steps=1,
+                                     text_encoder=DEMO_TE_FILE), timeout=600)
+    assert result.ok, result.describe()
+    assert len(list(folder.glob("*.cond.safetensors"))) == 2
+    events = [json.loads(x) for x in (server.output_dir / "l2p_runs" / "cache" / "events.jsonl").read_text()
+              .splitlines()]
+    assert [e["event"] for e in events][:3] == ["dataset", "caching", "caching"] and events[-1]["event"] == "done"
