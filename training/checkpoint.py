@@ -14,7 +14,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -73,8 +73,10 @@ def _tupled(x: Any) -> Any:
     return tuple(_tupled(v) for v in x) if isinstance(x, list) else x
 
 
-def optimizer_state(opt: torch.optim.Optimizer, names: Mapping[torch.nn.Parameter, str]) -> tuple[dict, dict]:
-    """AdamW's state keyed by parameter name: tensors for safetensors, the rest for JSON."""
+def optimizer_state(opt: torch.optim.Optimizer, names: Mapping[torch.nn.Parameter, str],
+                    gather: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> tuple[dict, dict]:
+    """AdamW's state keyed by parameter name: tensors for safetensors, the rest for JSON. ``gather`` makes a
+    sharded moment whole (training/sharding.py; a collective, so every process calls this in the same order)."""
     tensors, meta = {}, {"param_groups": [], "scalars": {}}
     for group in opt.param_groups:
         meta["param_groups"].append({k: v for k, v in group.items() if k != "params"}
@@ -82,19 +84,23 @@ def optimizer_state(opt: torch.optim.Optimizer, names: Mapping[torch.nn.Paramete
     for p, state in opt.state.items():
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and value.ndim > 0:
-                tensors[f"{names[p]}::{key}"] = value.detach().contiguous()
+                tensors[f"{names[p]}::{key}"] = gather(value.detach()).contiguous()
             else:
                 meta["scalars"][f"{names[p]}::{key}"] = float(value)
     return tensors, meta
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, by_name: Mapping[str, torch.nn.Parameter], tensors: Mapping,
-                         meta: Mapping) -> None:
+                         meta: Mapping, place: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                         ) -> None:
+    """The saved state back into ``opt``; ``place(value, param)`` puts a whole moment where its parameter lives
+    (its shard under FSDP); default: a copy."""
+    place = place or (lambda value, _: value.clone())
     for group, saved in zip(opt.param_groups, meta["param_groups"], strict=True):
         group.update({k: v for k, v in saved.items() if k != "params"})
     for key, value in tensors.items():
         name, field = key.split("::")
-        opt.state[by_name[name]][field] = value.clone()
+        opt.state[by_name[name]][field] = place(value, by_name[name])
     for key, value in meta["scalars"].items():
         name, field = key.split("::")
         opt.state[by_name[name]][field] = torch.tensor(value)

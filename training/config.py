@@ -48,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
                  "the --config TOML file (its name with _ for -); options given here win over the file.",
                  epilog=f"TOML only: [extra], {extra.metadata['help']}. Exit codes: 0 done or stopped cleanly "
                         "(SIGINT/SIGTERM, after a checkpoint), 2 a bad config or dataset (one line on stderr "
-                        f"starting with {ERROR_PREFIX.strip()!r}), 1 anything else.")
+                        f"starting with {ERROR_PREFIX.strip()!r}), 1 anything else (also one such line when another "
+                        "process of a distributed run died: then --resume latest continues).")
     ap.add_argument("--config", metavar="TOML", help="TOML file with these options as keys")
     ap.add_argument("--print-config", action="store_true", help="print the merged config as TOML and exit")
     ap.add_argument("--print-dataset", action="store_true", help="list the dataset's layout, items per size bucket "

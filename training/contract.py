@@ -76,6 +76,8 @@ class TrainConfig:
     max_pixels: int = _opt(1024 * 1024, "images are scaled down to at most this many pixels (aspect kept), then "
                                         "bucketed by size")
     shuffle: bool = _opt(True, "shuffle each epoch's order (reproducible from seed and epoch)")
+    process_group_timeout_s: int = _opt(600, "a distributed run stops with an error when a process has not "
+                                             "answered for this long (a peer that died or hangs)")
     # bookkeeping
     seed: int = _opt(0, "seed of the data order, the sigmas and (without fixed_noise) the noise")
     checkpoint_every: int = _opt(500, "save checkpoint-<step>/ every N steps (0 = only at the end or on a stop)")
@@ -110,7 +112,7 @@ class TrainConfig:
         if not os.path.isdir(self.dataset):
             raise ValueError(f"dataset folder {self.dataset} does not exist: build one with {DATASET_TOOL}")
         for name in ("steps", "batch_size", "gradient_accumulation_steps", "num_train_timesteps", "log_every",
-                     "max_pixels", "validation_steps", "text_encoder_batch"):
+                     "max_pixels", "validation_steps", "text_encoder_batch", "process_group_timeout_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is {getattr(self, name)}: it must be at least 1")
         for name in ("warmup_steps", "checkpoint_every", "checkpoints_total_limit", "validate_every",
@@ -251,7 +253,7 @@ def error_line(line: str) -> str | None:
 EVENTS: dict[str, tuple[str, ...]] = {
     "dataset": ("layout", "items", "skipped", "reasons", "uncached"),  # the folder as scanned; reasons: why -> n
     "caching": ("done", "total"),  # text conditioning cached so far (all processes together)
-    "start": ("step", "steps", "processes", "global_batch", "policy", "items"),
+    "start": ("step", "steps", "processes", "global_batch", "policy", "items", "sharding"),  # ddp, fsdp or none
     "resumed": ("step", "path"),  # a checkpoint folder
     "log": ("step", "steps", "loss", "lr", "samples_per_s", "memory_mb", "epoch"),
     "checkpoint": ("step", "path"),

@@ -4,7 +4,9 @@
 
 Exit codes: 0 done (or stopped cleanly by SIGINT/SIGTERM after saving a checkpoint), 2 a bad config or
 dataset (one line on stderr starting with ``error: ``, before step 1; or mid-run when no item of a size bucket
-loads any more), 1 anything else. Items that fail to load mid-run are skipped, not fatal (training/data.py).
+loads any more), 1 anything else (one ``error: `` line when another process of a distributed run died: within
+``process_group_timeout_s`` at most, then ``--resume latest`` continues from the newest complete checkpoint).
+Items that fail to load mid-run are skipped, not fatal (training/data.py).
 """
 
 from __future__ import annotations
@@ -67,7 +69,35 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train()
     except DatasetError as e:
         return refuse(e)
+    except Exception as e:  # noqa: BLE001 (told apart below; anything else is re-raised)
+        if not peer_lost(e):
+            raise
+        print(ERROR_PREFIX + f"another process of this distributed run stopped ({one_line(e)}); the newest complete "
+              f"checkpoint in {cfg.output_dir} holds the progress: run the same launch with --resume latest",
+              file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+# What the process group raises when a peer process dies or stops answering (gloo, NCCL, the store), as opposed
+# to a bug in this process: told apart by type (torch.distributed.DistError) or by the backends' own words.
+_PEER_WORDS = ("connection closed by peer", "connection reset by peer", "broken pipe", "nccl", "gloo",
+               "timed out", "timeout")
+
+
+def peer_lost(error: BaseException) -> bool:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(w in str(error).lower() for w in _PEER_WORDS)
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}"
 
 
 if __name__ == "__main__":

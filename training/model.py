@@ -79,3 +79,9 @@ def load_model(path: str, policy: str = "") -> LoadedModel:
 
 def policy_report(loaded: LoadedModel) -> str:
     return str(report({k: v.shape for k, v in loaded.official.items()}, loaded.policy, loaded.config.n_layers))
+
+
+def fsdp_units(model: PixelDiT) -> list[torch.nn.Module]:
+    """The model's FSDP units (training/sharding.py): every refiner and main block, and the Detailer Head."""
+    trunk = model.trunk
+    return [*trunk.noise_refiner, *trunk.context_refiner, *trunk.layers, model.local_decoder]

@@ -37,7 +37,8 @@ from .checkpoint import (
 )
 from .contract import TrainConfig, event_line, to_toml
 from .data import Scan, TrainData, check_usable, load_conditioning, scan_dataset
-from .model import LoadedModel, load_model, model_header, official_names, policy_report
+from .model import LoadedModel, fsdp_units, load_model, model_header, official_names, policy_report
+from .sharding import fsdp_requested, full, shard_like, shard_model
 from .text_cache import EMPTY_CONDITIONING, cache_text
 
 DONE = "training_complete.json"
@@ -93,11 +94,17 @@ def emit(event: str, **fields: Any) -> None:
 
 
 def make_accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
+    from datetime import timedelta
 
-    # Without CUDA, accelerate only forms a process group (gloo, MULTI_CPU) when asked for the CPU.
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    # Without CUDA, accelerate only forms a process group (gloo, MULTI_CPU) when asked for the CPU. The group's
+    # timeout bounds how long the others wait for a process that died or hangs.
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(mixed_precision=_mixed_precision(cfg), cpu=several and not torch.cuda.is_available())
+    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.process_group_timeout_s))
+    return Accelerator(mixed_precision=_mixed_precision(cfg), cpu=several and not torch.cuda.is_available(),
+                       kwargs_handlers=[timeout])
 
 
 def empty_conditioning_path(cfg: TrainConfig) -> str:
@@ -174,9 +181,16 @@ class Trainer:
         if cfg.gradient_checkpointing:
             model.trunk.enable_gradient_checkpointing()
         self.names = official_names(model)
+        self.sharded = fsdp_requested()
+        if self.sharded:  # FSDP2 on the blocks; the optimizer then sees each process's shards
+            model.to(self.acc.device)
+            shard_model(model, fsdp_units(model))
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.model, self.optimizer = self.acc.prepare(model, self.optimizer)
+        if self.sharded:
+            self.model = model
+        else:
+            self.model, self.optimizer = self.acc.prepare(model, self.optimizer)
         self.grid = sigma_grid(cfg)
         self.ema = ({self.names[n]: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                     if cfg.ema_decay else None)
@@ -204,8 +218,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ state
     def _trainable(self) -> dict[str, torch.Tensor]:
+        """The trained weights as this process holds them (its shards under FSDP)."""
         model = self.acc.unwrap_model(self.model)
         return {self.names[n]: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+    def _whole(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``tensors`` gathered whole (a collective under FSDP: every process calls it)."""
+        return {k: full(v) for k, v in tensors.items()}
 
     def _param_names(self) -> dict[torch.nn.Parameter, str]:
         model = self.acc.unwrap_model(self.model)
@@ -213,12 +232,14 @@ class Trainer:
 
     def save(self) -> str | None:
         path = None
+        trainable = self._whole(self._trainable())  # whole tensors: a checkpoint does not depend on the sharding
+        opt_state = optimizer_state(self.optimizer, self._param_names(), full)
+        ema = self._whole(self.ema) if self.ema is not None else None
         if self.acc.is_main_process:
             state = {"step": self.step, "epoch": self.epoch, "batch_pos": self.batch_pos,
                      "world_size": self.acc.num_processes, "config": dataclasses.asdict(self.cfg),
                      "history": self.history}
-            path = save_checkpoint(self.cfg.output_dir, self.step, self._trainable(),
-                                   optimizer_state(self.optimizer, self._param_names()), state, self.ema,
+            path = save_checkpoint(self.cfg.output_dir, self.step, trainable, opt_state, state, ema,
                                    self.cfg.checkpoints_total_limit)
             self._emit("checkpoint", step=self.step, path=path)
         self.acc.wait_for_everyone()
@@ -238,10 +259,10 @@ class Trainer:
         by_name = {self.names[n]: p for n, p in model.named_parameters() if p.requires_grad}
         with torch.no_grad():
             for name, value in ckpt["trainable"].items():
-                by_name[name].copy_(value)
-        load_optimizer_state(self.optimizer, by_name, *ckpt["optimizer"])
+                by_name[name].copy_(shard_like(value, by_name[name]))
+        load_optimizer_state(self.optimizer, by_name, *ckpt["optimizer"], place=lambda v, p: shard_like(v, p).clone())
         if self.ema is not None and ckpt["ema"] is not None:
-            self.ema = {k: v.clone() for k, v in ckpt["ema"].items()}
+            self.ema = {k: shard_like(v, by_name[k]).clone() for k, v in ckpt["ema"].items()}
         restore_rng(ckpt)
         self.step, self.epoch, self.batch_pos = st["step"], st["epoch"], st["batch_pos"]
         self.history = [tuple(h) for h in st.get("history", [])]
@@ -313,7 +334,8 @@ class Trainer:
         cfg = self.cfg
         stop = StopFlag()
         self._emit("start", step=self.step, steps=cfg.steps, processes=self.acc.num_processes,
-             global_batch=self.global_batch, policy=policy_report(self.loaded), items=len(self.data.examples))
+             global_batch=self.global_batch, policy=policy_report(self.loaded), items=len(self.data.examples),
+                   sharding="fsdp" if self.sharded else "ddp" if self.acc.num_processes > 1 else "none")
         self.progress = progress = _progress(cfg.steps, self.step, self.acc.is_main_process)
         window, t0, done_at_t0 = [], time.monotonic(), self.step
         while self.step < cfg.steps:
@@ -322,7 +344,8 @@ class Trainer:
             losses = [self._micro_step(m == cfg.gradient_accumulation_steps - 1, m)
                       for m in range(cfg.gradient_accumulation_steps)]
             if cfg.max_grad_norm:
-                self.acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+                clip = torch.nn.utils.clip_grad_norm_ if self.sharded else self.acc.clip_grad_norm_
+                clip([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self._update_ema()
@@ -381,8 +404,10 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- outputs
     @torch.no_grad()
     def validate(self) -> list[str]:
-        """Images from the first dataset items' conditioning and seeds, with the official Euler sampler."""
-        if not self.acc.is_main_process:
+        """Images from the first dataset items' conditioning and seeds, with the official Euler sampler (on the
+        main process; under FSDP every process runs the model, whose forward gathers the shards)."""
+        main = self.acc.is_main_process
+        if not main and not self.sharded:
             self.acc.wait_for_everyone()
             return []
         from PIL import Image
@@ -398,7 +423,8 @@ class Trainer:
             x = euler_sample(lambda x, s, cap=cap: model(x, s, [cap.to(x.device)]), noise, sigmas)
             img = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
             path = os.path.join(folder, f"step-{self.step:06d}-{k}.png")
-            Image.fromarray(img).save(path)
+            if main:
+                Image.fromarray(img).save(path)
             paths.append(path)
         model.train()
         self._emit("validation", step=self.step, images=paths)
@@ -407,10 +433,10 @@ class Trainer:
 
     def export(self) -> str:
         """The full model (the checkpoint's tensors with the trained ones, EMA if on) as an L2P checkpoint."""
+        trained = self._whole(self.ema if self.ema is not None else self._trainable())
         if not self.acc.is_main_process:
             self.acc.wait_for_everyone()
             return ""
-        trained = self.ema if self.ema is not None else self._trainable()
         full = dict(self.loaded.official)
         full.update({k: v.detach().cpu().to(full[k].dtype) for k, v in trained.items()})
         exp = plan_export(full, self.cfg.export_layout, self.loaded.config.patch_size, {
