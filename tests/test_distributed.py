@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 
 import pytest
 import torch
@@ -217,3 +218,35 @@ def test_deepspeed_zero2_config_is_valid():
 
     loaded = load_config_from_file(str(CONFIGS / "deepspeed_zero2.yaml"))
     assert loaded.distributed_type == "DEEPSPEED" and loaded.deepspeed_config["zero_stage"] == 2
+
+
+SCENARIOS = {  # training/configs/<toml>: (the accelerate config it is launched with, world size, global batch)
+    "tiny_cpu.toml": (None, 1, 2),
+    "zimage_turbo_1k_1gpu_24gb.toml": (None, 1, 1),
+    "zimage_turbo_1k.toml": ("fsdp_8gpu.yaml", 8, 8),
+    "zimage_turbo_1k_2x8.toml": ("multinode_2x8.yaml", 16, 16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_each_shipped_config_names_its_effective_launch(name):
+    assert sorted(p.name for p in (REPO / "training" / "configs").glob("*.toml")) == sorted(SCENARIOS)
+    accelerate_config, world, global_batch = SCENARIOS[name]
+    args = [sys.executable, LAUNCH, "--config", str(REPO / "training" / "configs" / name), "--print-config"]
+    if accelerate_config:
+        args += ["--accelerate-config", str(CONFIGS / accelerate_config)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    values = tomllib.loads(done.stdout)
+    assert first.startswith(f"# effective launch: world size {world} ") and "warning" not in done.stdout, first
+    assert f"per-device batch {values['batch_size']}," in first and first.endswith(f"global batch {global_batch}")
+
+
+def test_a_deepspeed_config_that_disagrees_with_the_run_is_named(tmp_path):
+    done = subprocess.run([sys.executable, LAUNCH, "--config", str(REPO / "training" / "configs" / "tiny_cpu.toml"),
+                           "--gradient-accumulation-steps", "4", "--accelerate-config",
+                           str(CONFIGS / "deepspeed_zero2.yaml"), "--print-config"], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0 and "# warning: deepspeed gradient_accumulation_steps 1 differs from this run's 4" \
+        in done.stdout, done.stdout + done.stderr

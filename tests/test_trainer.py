@@ -5,6 +5,7 @@ identity, clean SIGINT stop, 2-process equivalence, and one-line refusals of bad
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import random
@@ -239,3 +240,19 @@ def test_trainer_takes_a_high_resolution_conversion_unchanged(world, tmp_path):
         sd = {k: f.get_tensor(k) for k in f.keys()}
     check_l2p(sd)
     assert "local_decoder.enc0.0.weight" in sd and sd["all_x_embedder.64-1.weight"].shape[1] == 64 * 64 * 3
+
+
+def test_frozen_weights_in_bf16_train_and_export_the_checkpoints_values(world):
+    """frozen_dtype bf16 halves the frozen weights' memory; the export still carries the file's own values."""
+    done = launch(world, "run-bf16", "--steps", "2", "--mixed-precision", "bf16", "--frozen-dtype", "bf16",
+                  "--checkpoint-every", "0")
+    assert done.returncode == 0, done.stderr
+    assert all(math.isfinite(e["loss"]) for e in events(done.stdout) if e["event"] == "log")
+    export = load_file(str(world / "run-bf16" / "l2p-trained.safetensors"))
+    base = load_file(str(world / "model.safetensors"))
+    frozen = "context_refiner.0.attention.to_q.weight"  # outside the paper policy
+    assert export[frozen].dtype == base[frozen].dtype and torch.equal(export[frozen], base[frozen])
+    trained = "local_decoder.out_conv.weight"
+    assert not torch.equal(export[trained], base[trained])
+    refused = launch(world, "run-bf16-no", "--frozen-dtype", "bf16", "--mixed-precision", "no")
+    assert refused.returncode == 2 and "frozen_dtype bf16 needs mixed_precision bf16" in refused.stderr

@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
                         "process of a distributed run died: then --resume latest continues).")
     ap.add_argument("--config", metavar="TOML", help="TOML file with these options as keys")
     ap.add_argument("--print-config", action="store_true", help="print the merged config as TOML and exit")
+    ap.add_argument("--accelerate-config", metavar="YAML", help="with --print-config: the accelerate config the run "
+                    "will be launched with, whose process and machine counts name the effective world size")
     ap.add_argument("--print-dataset", action="store_true", help="list the dataset's layout, items per size bucket "
                     "and every skipped item with its reason, and exit")
     ap.add_argument("--cache-text", action="store_true", help="only cache the missing text conditioning with "
@@ -73,3 +75,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
         if getattr(args, f.name, None) is not None:
             values[f.name] = getattr(args, f.name)
     return TrainConfig(**values), args
+
+
+def launch_summary(cfg: TrainConfig, accelerate_config: str | None = None) -> str:
+    """``# effective launch: ...`` for --print-config: the world size (from ``accelerate_config``'s process and
+    machine counts, else this launch's WORLD_SIZE), the per-device and global batch; a DeepSpeed config whose
+    accumulation or clipping disagrees with the run is named, since DeepSpeed's own values would win."""
+    import os
+
+    notes = []
+    if accelerate_config:
+        import yaml
+
+        try:
+            with open(accelerate_config, encoding="utf-8") as f:
+                launch = yaml.safe_load(f) or {}
+            world, machines = int(launch.get("num_processes", 1)), int(launch.get("num_machines", 1))
+        except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+            raise ValueError(f"accelerate config {accelerate_config} cannot be read ({e}): give the YAML file "
+                             "that accelerate launch --config_file takes") from None
+        how = f"{machines} machine{'s' if machines > 1 else ''} x {world // max(machines, 1)} processes, " \
+              f"{launch.get('distributed_type', 'NO')}, from {os.path.basename(accelerate_config)}"
+        ds = launch.get("deepspeed_config") or {}
+        for key, mine in (("gradient_accumulation_steps", cfg.gradient_accumulation_steps),
+                          ("gradient_clipping", cfg.max_grad_norm)):
+            if key in ds and float(ds[key]) != float(mine):
+                notes.append(f"deepspeed {key} {ds[key]} differs from this run's {mine}")
+    else:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        how = "this launch" if "WORLD_SIZE" in os.environ else "one process; --accelerate-config YAML names another"
+    batch = cfg.batch_size * world * cfg.gradient_accumulation_steps
+    line = (f"# effective launch: world size {world} ({how}), per-device batch {cfg.batch_size}, gradient "
+            f"accumulation {cfg.gradient_accumulation_steps}, global batch {batch}")
+    return "\n".join([line] + [f"# warning: {n}" for n in notes])

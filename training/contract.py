@@ -72,6 +72,9 @@ class TrainConfig:
     mixed_precision: str = _opt("auto", "auto (bf16 where supported), bf16, fp16 or no", "MODE")
     gradient_checkpointing: bool = _opt(False, "recompute the trunk's activations in the backward pass (less "
                                                "memory, slower)")
+    frozen_dtype: str = _opt("fp32", "storage of the frozen weights: fp32, or bf16 (half their memory: the 6B "
+                                     "model on one 24 GB GPU; needs mixed_precision bf16; the export keeps the "
+                                     "checkpoint's own values)", "DTYPE")
     # data
     max_pixels: int = _opt(1024 * 1024, "images are scaled down to at most this many pixels (aspect kept), then "
                                         "bucketed by size")
@@ -123,6 +126,11 @@ class TrainConfig:
             raise ValueError(f"lr {self.lr} and shift {self.shift} must be positive")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
             raise ValueError(f"mixed_precision {self.mixed_precision!r}: use auto, bf16, fp16 or no")
+        if self.frozen_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"frozen_dtype {self.frozen_dtype!r}: use fp32 or bf16")
+        if self.frozen_dtype == "bf16" and self.mixed_precision != "bf16":
+            raise ValueError("frozen_dtype bf16 needs mixed_precision bf16 (the frozen layers then compute in bf16 "
+                             "under autocast): set mixed_precision = \"bf16\"")
         if self.export_layout not in ("official", "comfy"):
             raise ValueError(f"export_layout {self.export_layout!r}: use official or comfy")
         if not 0 <= self.ema_decay < 1:

@@ -17,7 +17,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from training.config import parse_args  # noqa: E402
+from training.config import launch_summary, parse_args  # noqa: E402
 from training.contract import ERROR_PREFIX, to_toml  # noqa: E402
 
 
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, args = parse_args(argv)
         if args.print_config:
+            print(launch_summary(cfg, args.accelerate_config))
             print(to_toml(cfg), end="")
             return 0
         if args.print_dataset:

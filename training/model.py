@@ -46,9 +46,10 @@ def model_header(path: str, src=None) -> L2PConfig:
         raise L2PFormatError(f"{os.path.basename(os.path.normpath(path))}: {e}") from None
 
 
-def load_model(path: str, policy: str = "") -> LoadedModel:
-    """An L2P checkpoint (either layout, any prefix) as a PixelDiT with its trainable set; a file that is not a
-    complete float L2P model is refused with one line (L2PFormatError) before any weight is read."""
+def load_model(path: str, policy: str = "", frozen_dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """An L2P checkpoint (either layout, any prefix) as a PixelDiT with its trainable set (fp32) and the frozen
+    weights in ``frozen_dtype``; a file that is not a complete float L2P model is refused with one line
+    (L2PFormatError) before any weight is read."""
     src = open_source(path)
     cfg = model_header(path, src)
     sd = strip_prefix({k: src.get(k) for k in src.meta})
@@ -74,6 +75,8 @@ def load_model(path: str, policy: str = "") -> LoadedModel:
     chosen = trainable_names(names.values(), policy, cfg.n_layers)
     for n, p in model.named_parameters():
         p.requires_grad_(names[n] in chosen)
+        if not p.requires_grad and frozen_dtype != p.dtype:  # frozen: stored narrower, never updated
+            p.data = p.data.to(frozen_dtype)
     return LoadedModel(model, cfg, sd, dict(src.metadata), policy, sorted(chosen))
 
 

@@ -93,6 +93,9 @@ def emit(event: str, **fields: Any) -> None:
     print(event_line(event, **fields), flush=True)
 
 
+FROZEN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def make_accelerator(cfg: TrainConfig):
     from datetime import timedelta
 
@@ -172,7 +175,7 @@ class Trainer:
         self.acc = make_accelerator(cfg)  # first: caching spreads over its processes
         # the dataset's files and widths first, from headers (and its text cached): before the long model load
         scan = prepare_dataset(cfg, self.acc, self._warn)
-        self.loaded: LoadedModel = load_model(cfg.model, cfg.policy)
+        self.loaded: LoadedModel = load_model(cfg.model, cfg.policy, FROZEN_DTYPES[cfg.frozen_dtype])
         lc = self.loaded.config
         self.data = TrainData(scan, side_multiple(lc.patch_size, lc.head_variant), cfg.max_pixels, lc.cap_feat_dim)
         self.global_batch = cfg.batch_size * self.acc.num_processes
