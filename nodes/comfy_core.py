@@ -35,6 +35,8 @@ Sampling guards: S11 ``comfy.sample.fix_empty_latent_channels(model, latent[, do
   estimate cannot fit; S12 ``transformer_options`` keys ``sigmas`` (this call's sigma), ``sample_sigmas`` (the
   schedule, for the step number) and ``cond_or_uncond`` (how many conditionings share the call's batch), read
   by ``NextDiTL2P.forward``'s checks (conditioning, size, a non-finite output) when present.
+LoRA: S13 ``lora.model_lora_keys_unet(model, key_map)`` (values: a key, or ``(key, (dim, offset, size))``)
+  and ``lora.load_lora(lora, to_load[, log_missing])``, both wrapped (``install_lora_keys``).
 Other internals the nodes use, re-exported here: ``model_management`` (devices, dtypes, interrupts),
   ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
   ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``; the install's folder, from
@@ -57,6 +59,7 @@ from dataclasses import dataclass
 
 import comfy.latent_formats
 import comfy.ldm.common_dit
+import comfy.lora
 import comfy.model_base
 import comfy.model_detection
 import comfy.model_management
@@ -88,6 +91,7 @@ from ..l2p.format.layouts import (
     to_comfy_layout,
     to_comfy_with_config,
 )
+from ..l2p.format.lora import lora_key_map, unmatched
 from ..l2p.format.tensor_io import read_safetensors
 from ..l2p.head import build_head, head_multiple
 from ..l2p.head_tiling import (
@@ -329,6 +333,7 @@ class L2PModel(comfy.model_base.Lumina2):
         model = weakref.ref(self)
         self.diffusion_model.free_memory = lambda device: free_memory(model(), device)
         install_sampling_guards()
+        install_lora_keys()
 
 
 def free_memory(model, device) -> int:
@@ -756,3 +761,37 @@ def comfyui_install() -> str:
     """The folder of the running ComfyUI's code (where ``comfy/`` lives; not ``--base-directory``), which holds the
     tokenizer files core ships (``comfy/text_encoders/qwen25_tokenizer``)."""
     return os.path.dirname(os.path.dirname(os.path.abspath(comfy.model_management.__file__)))
+
+
+def install_lora_keys() -> None:
+    """Wrap core's ``lora.model_lora_keys_unet(model, key_map)`` and ``lora.load_lora(lora, to_load, ...)`` once
+    (S13): for an L2P model the key map gets every naming of ``l2p.format.lora`` (official, diffusers, kohya,
+    LyCORIS names, q/k/v as slices of the fused qkv, the x embedder at the model's patch, the Detailer Head;
+    computed from the network's own shapes, so they override core's Z-Image guesses), and a LoRA whose tensors
+    match no weight of an L2P model is reported in one log line (count and first names) besides core's own."""
+    keys_fn, load_fn = getattr(comfy.lora, "model_lora_keys_unet", None), getattr(comfy.lora, "load_lora", None)
+    if keys_fn is None or load_fn is None or getattr(keys_fn, "l2p_keys", False):
+        return
+
+    @functools.wraps(keys_fn)
+    def keys_with_l2p(model, key_map=None, *args, **kwargs):
+        key_map = keys_fn(model, {} if key_map is None else key_map, *args, **kwargs)
+        if isinstance(model, L2PModel):
+            net = model.diffusion_model
+            key_map.update(lora_key_map({k: tuple(v.shape) for k, v in net.state_dict().items()}, net.patch_size))
+        return key_map
+
+    @functools.wraps(load_fn)
+    def load_reporting(lora, to_load, *args, **kwargs):
+        if not any(isinstance(v, str) and v.startswith("diffusion_model." + HEAD_PREFIX) for v in to_load.values()):
+            return load_fn(lora, to_load, *args, **kwargs)
+        left = unmatched(list(lora.keys()), to_load)
+        if left:
+            logging.warning("ComfyUI-L2P: %d of %d LoRA tensors match no weight of this L2P model and are not "
+                            "applied (first: %s)", len(left), len(lora), ", ".join(left[:3]))
+        return load_fn(lora, to_load, *args, **kwargs)
+
+    keys_with_l2p.l2p_keys = True
+    comfy.lora.model_lora_keys_unet = keys_with_l2p
+    comfy.lora.load_lora = load_reporting
+

@@ -1,0 +1,190 @@
+"""LoRA on L2P models with ComfyUI's stock loaders (issue 19.1): every file format there is lands where it should.
+
+For each format (peft / diffusers names under ``diffusion_model.`` (ai-toolkit, this pack) or ``transformer.``,
+kohya ``lora_unet_``, LyCORIS, ComfyUI's own fused names) a LoRA on trunk weights (q, k, v as slices of
+ComfyUI's fused qkv, a feed-forward weight, the pixel embedder) and on the Detailer Head (convolutions,
+LoCon-style) is applied by core's ``load_lora_for_models`` (what LoraLoader and LoraLoaderModelOnly run); the
+patched model's output equals the output of the model whose weights were merged by hand (fp32). A LoRA with
+tensors that match nothing is reported in one log line. Through a real server: LoraLoaderModelOnly and
+LoraLoader on the demo workflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from harness.inprocess import import_pack
+from l2p.format.layouts import official_to_comfy
+from l2p.pixel_dit import official_state_dict
+from l2p.tiny import tiny_l2p
+
+RANK, ALPHA, STRENGTH = 4, 8.0, 0.7
+SCALE = ALPHA / RANK
+# official names of the weights the test LoRA adapts: q, k, v of two blocks, a feed-forward weight, the pixel
+# embedder, a refiner's attention output and three head convolutions (3x3 and 1x1)
+TARGETS = ["layers.0.attention.to_q", "layers.1.attention.to_k", "layers.1.attention.to_v",
+           "layers.0.feed_forward.w2", "all_x_embedder.16-1", "noise_refiner.0.attention.to_out.0",
+           "local_decoder.enc1.0", "local_decoder.dec2.0", "local_decoder.out_conv"]
+COMFY_TARGETS = ["layers.0.attention.qkv", "layers.0.feed_forward.w2", "x_embedder", "local_decoder.enc1.0"]
+
+
+@pytest.fixture(scope="module")
+def core():
+    return importlib.import_module(import_pack().__name__ + ".nodes.comfy_core")
+
+
+@pytest.fixture(scope="module")
+def base() -> dict[str, torch.Tensor]:
+    return official_state_dict(*tiny_l2p(seed=3))
+
+
+def factors(weight: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(down, up) of a rank-RANK update of ``weight`` (a linear or conv weight: conv down keeps the kernel)."""
+    gen = torch.Generator().manual_seed(seed)
+    out, inp = weight.shape[0], weight.shape[1]
+    down = torch.randn(RANK, inp, *weight.shape[2:], generator=gen) * 0.1
+    up = torch.randn(out, RANK, *([1] * (weight.ndim - 2)), generator=gen) * 0.1
+    return down, up
+
+
+def delta(weight: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return (up.flatten(1) @ down.flatten(1)).reshape(weight.shape) * SCALE * STRENGTH
+
+
+def lora_file(sd: dict[str, torch.Tensor], targets: list[str], name) -> dict[str, torch.Tensor]:
+    """A LoRA over ``targets`` (names in ``sd``), each written under ``name(target, part)``."""
+    out = {}
+    for i, t in enumerate(targets):
+        down, up = factors(sd[t + ".weight"], i)
+        a, b, alpha = name(t)
+        out[a], out[b], out[alpha] = down, up, torch.tensor(ALPHA)
+    return out
+
+
+FORMATS = {
+    "peft diffusion_model.": lambda t: (f"diffusion_model.{t}.lora_A.weight", f"diffusion_model.{t}.lora_B.weight",
+                                        f"diffusion_model.{t}.alpha"),
+    "peft transformer.": lambda t: (f"transformer.{t}.lora_A.weight", f"transformer.{t}.lora_B.weight",
+                                    f"transformer.{t}.alpha"),
+    "kohya lora_unet_": lambda t: (f"lora_unet_{t.replace('.', '_')}.lora_down.weight",
+                                   f"lora_unet_{t.replace('.', '_')}.lora_up.weight",
+                                   f"lora_unet_{t.replace('.', '_')}.alpha"),
+    "lycoris": lambda t: (f"lycoris_{t.replace('.', '_')}.lora_down.weight",
+                          f"lycoris_{t.replace('.', '_')}.lora_up.weight", f"lycoris_{t.replace('.', '_')}.alpha"),
+}
+
+
+def merged_by_hand(sd: dict[str, torch.Tensor], targets: list[str]) -> dict[str, torch.Tensor]:
+    out = dict(sd)
+    for i, t in enumerate(targets):
+        w = sd[t + ".weight"]
+        out[t + ".weight"] = w + delta(w, *factors(w, i))
+    return out
+
+
+def output(core, sd: dict[str, torch.Tensor], lora: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    import comfy.model_management
+    import comfy.sd
+
+    patcher = core.load_l2p_state_dict(dict(sd), dtype=torch.float32)
+    if lora is not None:
+        patcher, _ = comfy.sd.load_lora_for_models(patcher, None, lora, STRENGTH, 0)
+    comfy.model_management.load_models_gpu([patcher])
+    gen = torch.Generator().manual_seed(0)
+    x, cap = torch.randn(1, 3, 32, 48, generator=gen), torch.randn(1, 6, 64, generator=gen)
+    with torch.no_grad():
+        out = patcher.model.apply_model(x, torch.tensor([0.6]), c_crossattn=cap, num_tokens=6)
+    comfy.model_management.unload_all_models()
+    return out
+
+
+@pytest.fixture(scope="module")
+def merged_output(core, base) -> torch.Tensor:
+    return output(core, merged_by_hand(base, TARGETS))
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_each_format_equals_the_hand_merged_model(core, base, merged_output, fmt):
+    lora = lora_file(base, TARGETS, FORMATS[fmt])
+    plain = output(core, base)
+    got = output(core, base, lora)
+    assert (got - plain).abs().max() > 1e-3  # the LoRA does something
+    assert (got - merged_output).abs().max() < 1e-5, (got - merged_output).abs().max()
+
+
+def test_comfyui_names_on_the_fused_qkv_equal_the_hand_merged_model(core, base):
+    comfy_sd = official_to_comfy(base)
+    lora = lora_file(comfy_sd, COMFY_TARGETS, FORMATS["peft diffusion_model."])
+    by_hand = dict(comfy_sd)
+    for i, t in enumerate(COMFY_TARGETS):
+        w = comfy_sd[t + ".weight"]
+        by_hand[t + ".weight"] = w + delta(w, *factors(w, i))
+    assert (output(core, comfy_sd, lora) - output(core, by_hand)).abs().max() < 1e-5
+
+
+def test_tensors_that_match_nothing_are_reported_in_one_line(core, base, caplog):
+    lora = lora_file(base, TARGETS[:2], FORMATS["peft diffusion_model."])
+    lora["diffusion_model.layers.99.attention.to_q.lora_A.weight"] = torch.zeros(RANK, 256)
+    lora["diffusion_model.layers.99.attention.to_q.lora_B.weight"] = torch.zeros(256, RANK)
+    with caplog.at_level(logging.WARNING):
+        output(core, base, lora)
+    lines = [r.getMessage() for r in caplog.records if "ComfyUI-L2P" in r.getMessage()]
+    assert lines == ["ComfyUI-L2P: 2 of 8 LoRA tensors match no weight of this L2P model and are not applied "
+                     "(first: diffusion_model.layers.99.attention.to_q.lora_A.weight, "
+                     "diffusion_model.layers.99.attention.to_q.lora_B.weight)"], lines
+
+
+# ------------------------------------------------------------------------------------------- real server
+
+LORA_FILE = "l2p-test-lora.safetensors"
+MERGED_FILE = "l2p-test-merged.safetensors"
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server):
+    from safetensors.torch import load_file
+
+    from l2p.format.tensor_io import save_safetensors_atomic
+    from l2p.tiny import DEMO_L2P_FILE, write_demo_models
+
+    write_demo_models(str(comfy_server.models_dir))
+    demo = load_file(str(comfy_server.models_dir / "l2p" / DEMO_L2P_FILE))
+    (comfy_server.models_dir / "loras").mkdir(exist_ok=True)
+    save_safetensors_atomic(lora_file(demo, TARGETS, FORMATS["peft diffusion_model."]),
+                            str(comfy_server.models_dir / "loras" / LORA_FILE))
+    save_safetensors_atomic(merged_by_hand(demo, TARGETS), str(comfy_server.models_dir / "l2p" / MERGED_FILE))
+    return comfy_server
+
+
+def image(server, prompt) -> np.ndarray:
+    from PIL import Image
+
+    result = server.run(prompt, timeout=300)
+    assert result.ok, result.describe()
+    (path,) = server.output_images(result)
+    return np.asarray(Image.open(path)).astype(int)
+
+
+@pytest.mark.parametrize("loader", ["LoraLoaderModelOnly", "LoraLoader"])
+def test_stock_lora_loaders_render_what_the_merged_model_renders(server, loader):
+    from harness.graph import tiny_demo_prompt
+
+    seed = {"7": {"seed": 31}}
+    plain = image(server, tiny_demo_prompt(seed))
+    merged = image(server, tiny_demo_prompt({**seed, "4": {"ckpt_name": MERGED_FILE}}))
+    prompt = tiny_demo_prompt(seed)
+    inputs = {"model": ["4", 0], "lora_name": LORA_FILE, "strength_model": STRENGTH}
+    if loader == "LoraLoader":
+        inputs.update(clip=["1", 0], strength_clip=1.0)
+        prompt["2"]["inputs"]["clip"] = prompt["3"]["inputs"]["clip"] = ["11", 1]
+    prompt["11"] = {"class_type": loader, "inputs": inputs}
+    prompt["5"]["inputs"]["model"] = ["11", 0]
+    with_lora = image(server, prompt)
+    assert abs(with_lora - plain).mean() > 1  # the LoRA changes the picture
+    diff = abs(with_lora - merged)
+    assert diff.max() <= 1 and diff.mean() < 0.01, (diff.max(), diff.mean())  # 8-bit rounding at most
