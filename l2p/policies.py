@@ -64,7 +64,7 @@ def trained_blocks(policy: str, n_layers: int) -> set[int]:
     raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)} or custom:<ranges>")
 
 
-def _is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
+def is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
     if name.startswith(("all_x_embedder.", "x_embedder.", HEAD_PREFIX)):
         return True
     m = _BLOCK.match(name)
@@ -76,7 +76,7 @@ def _is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
 def trainable_names(names: Iterable[str], policy: str, n_layers: int) -> set[str]:
     """The parameter names (official or ComfyUI layout) that ``policy`` trains."""
     blocks = trained_blocks(policy, n_layers)
-    return {n for n in names if _is_trainable(n, policy, blocks)}
+    return {n for n in names if is_trainable(n, policy, blocks)}
 
 
 def report(shapes: Mapping[str, Iterable[int]], policy: str, n_layers: int) -> PolicyReport:

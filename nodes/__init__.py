@@ -11,6 +11,7 @@ from .dataset import L2PDatasetWriter, L2PPromptBank
 from .demo_world import L2PDemoTextEncode, L2PDemoVAELoader
 from .files import register_l2p_folder
 from .loader import L2PModelLoader
+from .lora import L2PLoraFromLatent
 from .routes import register_routes
 from .sampling import L2PEmptyImage, L2PHeadTiling, L2PNoiseShift
 from .text_encoder import L2PTextEncoderLoader
@@ -19,7 +20,7 @@ from .train import L2PTrain
 NODES: list[type[io.ComfyNode]] = [L2PModelLoader, L2PEmptyImage, L2PTextEncoderLoader, L2PSourceModelLoader,
                                    L2PConvert, L2PSaveCheckpoint, L2PNoiseShift, L2PPromptBank,
                                    L2PDatasetWriter, L2PHeadTiling, L2PTrain, L2PDemoTextEncode,
-                                   L2PDemoVAELoader]
+                                   L2PDemoVAELoader, L2PLoraFromLatent]
 
 
 class L2PExtension(ComfyExtension):

@@ -795,3 +795,15 @@ def install_lora_keys() -> None:
     comfy.lora.model_lora_keys_unet = keys_with_l2p
     comfy.lora.load_lora = load_reporting
 
+
+
+def lora_keys_of(patcher) -> dict:
+    """The model's LoRA key map as the stock loaders build it (with the L2P names, ``install_lora_keys``)."""
+    install_lora_keys()
+    return comfy.lora.model_lora_keys_unet(patcher.model, {})
+
+
+def with_lora(patcher, lora: dict, strength: float):
+    """A clone of ``patcher`` with ``lora`` applied at ``strength`` (what LoraLoaderModelOnly does)."""
+    patched, _ = comfy.sd.load_lora_for_models(patcher, None, lora, strength, 0)
+    return patched

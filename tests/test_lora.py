@@ -188,3 +188,77 @@ def test_stock_lora_loaders_render_what_the_merged_model_renders(server, loader)
     assert abs(with_lora - plain).mean() > 1  # the LoRA changes the picture
     diff = abs(with_lora - merged)
     assert diff.max() <= 1 and diff.mean() < 0.01, (diff.max(), diff.mean())  # 8-bit rounding at most
+
+
+# ---------------------------------------------------------------------------- a latent LoRA on an L2P model
+
+LATENT_TARGETS = ["layers.0.attention.to_q", "layers.1.feed_forward.w2", "noise_refiner.0.attention.to_out.0",
+                  "context_refiner.0.feed_forward.w1"]
+LATENT_ONLY = ["all_final_layer.2-1.linear", "all_x_embedder.2-1"]
+
+
+def latent_lora() -> dict[str, torch.Tensor]:
+    """A LoRA of the tiny latent Z-Image (ai-toolkit names): trunk weights, and its latent-only layers."""
+    from l2p.tiny import tiny_latent_zimage
+
+    latent = tiny_latent_zimage(seed=5)
+    return lora_file(latent, LATENT_TARGETS + LATENT_ONLY, FORMATS["peft diffusion_model."])
+
+
+def test_the_policy_decides_what_a_latent_lora_keeps(base):
+    from l2p.format.lora import lora_key_map
+    from l2p.lora_transfer import select
+
+    comfy = official_to_comfy(base)
+    key_map = lora_key_map({k: tuple(v.shape) for k, v in comfy.items()}, 16)
+    paper = select(latent_lora().keys(), key_map, "paper", 2)
+    assert paper.kept_weights == {"noise_refiner.0.attention.out.weight", "context_refiner.0.feed_forward.w1.weight"}
+    assert {why: len(v) for why, v in paper.dropped.items()} == {"trained by the paper policy": 6,
+                                                                  "latent-only: no L2P counterpart": 6}
+    assert paper.report("paper") == ("latent LoRA on an L2P model (paper policy): kept 6 LoRA tensors on "
+                                     "context_refiner.0, noise_refiner.0; dropped 6 (latent-only: no L2P "
+                                     "counterpart); dropped 6 (trained by the paper policy)")
+    official = select(latent_lora().keys(), key_map, "official", 2)
+    assert not official.kept  # with 2 blocks the official policy trains every block and the refiners
+    everything = select(latent_lora().keys(), key_map, "paper", 2, keep="all")
+    assert len(everything.kept) == 12 and list(everything.dropped) == ["latent-only: no L2P counterpart"]
+
+
+@pytest.mark.parametrize("blocks,merged_targets", [("frozen blocks only", LATENT_TARGETS[2:]),
+                                                   ("every trunk block", LATENT_TARGETS)])
+def test_l2p_lora_from_latent_through_a_server(server, blocks, merged_targets):
+    from safetensors.torch import load_file
+
+    from harness.graph import tiny_demo_prompt
+    from l2p.format.tensor_io import save_safetensors_atomic
+    from l2p.tiny import DEMO_L2P_FILE
+
+    lora = latent_lora()
+    save_safetensors_atomic(lora, str(server.models_dir / "loras" / "latent-zimage-lora.safetensors"))
+    demo = load_file(str(server.models_dir / "l2p" / DEMO_L2P_FILE))
+    by_hand = dict(demo)
+    for t in merged_targets:
+        down, up = lora[f"diffusion_model.{t}.lora_A.weight"], lora[f"diffusion_model.{t}.lora_B.weight"]
+        by_hand[t + ".weight"] = demo[t + ".weight"] + delta(demo[t + ".weight"], down, up)
+    name = f"latent-merged-{len(merged_targets)}.safetensors"
+    save_safetensors_atomic(by_hand, str(server.models_dir / "l2p" / name))
+    seed = {"7": {"seed": 5}}
+    merged = image(server, tiny_demo_prompt({**seed, "4": {"ckpt_name": name}}))
+    prompt = tiny_demo_prompt(seed)
+    prompt["11"] = {"class_type": "L2PLoraFromLatent", "inputs": {
+        "model": ["4", 0], "lora_name": "latent-zimage-lora.safetensors", "strength": STRENGTH, "blocks": blocks,
+        "policy": "paper"}}
+    prompt["5"]["inputs"]["model"] = ["11", 0]
+    result = server.run(prompt, timeout=300)
+    assert result.ok, result.describe()
+    report = result.outputs["11"]["text"][0]
+    assert report.startswith("latent LoRA on an L2P model (paper policy): kept")
+    assert ("trained by the paper policy" in report) == (blocks == "frozen blocks only")
+    from PIL import Image
+
+    (path,) = server.output_images(result)
+    diff = abs(np.asarray(Image.open(path)).astype(int) - merged)
+    assert diff.max() <= 1 and diff.mean() < 0.01, (diff.max(), diff.mean())
+    missing = server.run({**prompt, "11": {**prompt["11"], "inputs": {**prompt["11"]["inputs"],
+                                                                      "policy": "from checkpoint"}}}, timeout=120)
+    assert not missing.ok and "records no l2p.policy" in missing.error_message

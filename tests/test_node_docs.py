@@ -9,7 +9,7 @@ DOCS = pathlib.Path(__file__).resolve().parents[1] / "js" / "docs"
 # Node ids are a public contract (saved workflows name them): once released, an id is never renamed or dropped.
 RELEASED = {"L2PModelLoader", "L2PEmptyImage", "L2PTextEncoderLoader", "L2PSourceModelLoader", "L2PConvert",
             "L2PSaveCheckpoint", "L2PNoiseShift", "L2PPromptBank", "L2PDatasetWriter", "L2PHeadTiling", "L2PTrain",
-            "L2PDemoTextEncode", "L2PDemoVAELoader"}
+            "L2PDemoTextEncode", "L2PDemoVAELoader", "L2PLoraFromLatent"}
 
 
 def test_released_node_ids_stay(comfy_server):
