@@ -124,7 +124,7 @@ if [ "$mode" = demo ]; then
   exit 0
 fi
 
-if ! "$venv/bin/python" -c "import pytest, websocket, diffusers, accelerate, ruff, playwright, PIL" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import pytest, websocket, diffusers, accelerate, peft, transformers, ruff, playwright, PIL" 2>/dev/null; then
   log "installing the pack's test and training dependencies"
   "$venv/bin/python" "$repo/scripts/pack_requirements.py" dependencies train test > "$venv/l2p-pack-requirements.txt"
   "${pip[@]}" -c "$constraints" -r "$venv/l2p-pack-requirements.txt"

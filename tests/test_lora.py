@@ -22,6 +22,7 @@ from harness.inprocess import import_pack
 from l2p.format.layouts import official_to_comfy
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import tiny_l2p
+from tests.test_trainer import LAUNCH, make_dataset
 
 RANK, ALPHA, STRENGTH = 4, 8.0, 0.7
 SCALE = ALPHA / RANK
@@ -87,13 +88,14 @@ def merged_by_hand(sd: dict[str, torch.Tensor], targets: list[str]) -> dict[str,
     return out
 
 
-def output(core, sd: dict[str, torch.Tensor], lora: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def output(core, sd: dict[str, torch.Tensor], lora: dict[str, torch.Tensor] | None = None,
+           strength: float = STRENGTH) -> torch.Tensor:
     import comfy.model_management
     import comfy.sd
 
     patcher = core.load_l2p_state_dict(dict(sd), dtype=torch.float32)
     if lora is not None:
-        patcher, _ = comfy.sd.load_lora_for_models(patcher, None, lora, STRENGTH, 0)
+        patcher, _ = comfy.sd.load_lora_for_models(patcher, None, lora, strength, 0)
     comfy.model_management.load_models_gpu([patcher])
     gen = torch.Generator().manual_seed(0)
     x, cap = torch.randn(1, 3, 32, 48, generator=gen), torch.randn(1, 6, 64, generator=gen)
@@ -262,3 +264,57 @@ def test_l2p_lora_from_latent_through_a_server(server, blocks, merged_targets):
     missing = server.run({**prompt, "11": {**prompt["11"], "inputs": {**prompt["11"]["inputs"],
                                                                       "policy": "from checkpoint"}}}, timeout=120)
     assert not missing.ok and "records no l2p.policy" in missing.error_message
+
+
+# ------------------------------------------------------------------------------------------ LoRA training
+
+
+def test_a_trained_lora_applied_by_the_stock_loader_equals_the_merged_export(core, tmp_path):
+    """network = lora: the LoRA file (adapters + the head and pixel embedder as .diff) on the base model, through
+    core's LoRA code, gives the merged export's output."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from l2p.format.tensor_io import save_safetensors_atomic
+
+    base = official_state_dict(*tiny_l2p(seed=0))
+    save_safetensors_atomic(base, str(tmp_path / "model.safetensors"), metadata={"l2p.policy": "paper"})
+    make_dataset(tmp_path / "ds", n=4)
+    done = subprocess.run([sys.executable, LAUNCH, "--model", str(tmp_path / "model.safetensors"), "--dataset",
+                           str(tmp_path / "ds"), "--output-dir", str(tmp_path / "run"), "--network", "lora",
+                           "--lora-rank", "4", "--lora-alpha", "8", "--lr", "1e-3", "--steps", "2", "--batch-size",
+                           "2", "--mixed-precision", "no"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lora = load_file(str(tmp_path / "run" / "l2p-trained-lora.safetensors"))
+    merged = load_file(str(tmp_path / "run" / "l2p-trained.safetensors"))
+    assert any(k.endswith(".lora_A.weight") for k in lora) and "diffusion_model.local_decoder.out_conv.diff" in lora
+    assert "diffusion_model.all_x_embedder.16-1.diff_b" in lora
+    assert not any(k.startswith("diffusion_model.local_decoder.") and "lora_" in k for k in lora)
+    with_lora = output(core, base, lora, strength=1.0)
+    assert (with_lora - output(core, base)).abs().max() > 1e-3
+    assert (with_lora - output(core, merged)).abs().max() < 1e-4, (with_lora - output(core, merged)).abs().max()
+
+
+def test_rank_16_trains_under_one_percent_of_the_real_model():
+    """At real size (meta tensors): rank 16 on every linear layer of all 30 blocks, plus the head and embedder
+    trained whole, is under 1% of the 6.17B parameters."""
+    from l2p.head import build_head
+    from l2p.pixel_dit import PixelDiT
+    from l2p.tiny import official_trunk
+    from training.lora import add_lora, target_modules
+    from training.model import trainable_report
+
+    model = PixelDiT(official_trunk(3840, 30, 2, 30, 2560, device="meta"), build_head("1k", 3840, device="meta"),
+                     head_variant="1k")
+    cfg_modules = "attention.to_q,attention.to_k,attention.to_v,attention.to_out.0,feed_forward.w1," \
+                  "feed_forward.w2,feed_forward.w3"
+    add_lora(model, target_modules(model, "all", cfg_modules, 30), 16, 16.0, 0.0, "local_decoder,all_x_embedder")
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapters = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+    report = trainable_report(model, "lora")
+    assert adapters == 30 * 16 * (4 * (3840 + 3840) + 3 * (3840 + 10240)) and trained / 6_166_464_515 < 0.01, report
+    print(f"[lora] {report}; adapters alone {adapters:,}")

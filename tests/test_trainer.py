@@ -114,27 +114,33 @@ def test_pruning_and_resume_continuity(world):
     assert names == ["checkpoint-5", "checkpoint-6"]
 
 
-def test_sigkill_and_resume_ends_bit_identical(world):
+@pytest.mark.parametrize("network", ["full", "lora"])
+def test_sigkill_and_resume_ends_bit_identical(world, network):
+    """Also for LoRA training: adapters, the whole-trained head and embedder, AdamW state and RNG resume exactly."""
     steps = "6"
-    whole = launch(world, "run-whole", "--steps", steps, "--checkpoint-every", "1", "--checkpoints-total-limit", "0")
+    net = ["--network", "lora", "--lora-rank", "4"] if network == "lora" else []
+    whole_run, killed_run = f"run-whole-{network}", f"run-killed-{network}"
+    whole = launch(world, whole_run, "--steps", steps, "--checkpoint-every", "1", "--checkpoints-total-limit", "0",
+                   *net)
     assert whole.returncode == 0, whole.stderr
     kill_after = random.Random().randint(1, 4)
-    proc = launch(world, "run-killed", "--steps", steps, "--checkpoint-every", "1", "--checkpoints-total-limit", "0",
-                  wait=False)
-    marker = world / "run-killed" / f"checkpoint-{kill_after}" / "COMPLETE"
+    proc = launch(world, killed_run, "--steps", steps, "--checkpoint-every", "1", "--checkpoints-total-limit", "0",
+                  *net, wait=False)
+    marker = world / killed_run / f"checkpoint-{kill_after}" / "COMPLETE"
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    resumed = launch(world, "run-killed", "--steps", steps, "--checkpoint-every", "1",
-                     "--checkpoints-total-limit", "0", "--resume", "latest")
+    resumed = launch(world, killed_run, "--steps", steps, "--checkpoint-every", "1",
+                     "--checkpoints-total-limit", "0", "--resume", "latest", *net)
     assert resumed.returncode == 0, resumed.stderr
-    a, b = trainable(world / "run-whole" / "checkpoint-6"), trainable(world / "run-killed" / "checkpoint-6")
+    a, b = trainable(world / whole_run / "checkpoint-6"), trainable(world / killed_run / "checkpoint-6")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"killed after step {kill_after}"
-    ea = load_file(str(world / "run-whole" / "l2p-trained.safetensors"))
-    eb = load_file(str(world / "run-killed" / "l2p-trained.safetensors"))
-    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    exports = ["l2p-trained.safetensors"] + (["l2p-trained-lora.safetensors"] if network == "lora" else [])
+    for name in exports:
+        ea, eb = load_file(str(world / whole_run / name)), load_file(str(world / killed_run / name))
+        assert ea.keys() == eb.keys() and all(torch.equal(ea[k], eb[k]) for k in ea), name
 
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(world):

@@ -183,7 +183,7 @@ def test_an_item_that_fails_to_decode_mid_run_is_skipped_and_counted(world):
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert events[1]["event"] == "start" and events[1]["items"] == N  # the header was fine: not skipped up front
     assert events[-1] == {"event": "done", "step": 2, "export": str(world / "run-skip" / "l2p-trained.safetensors"),
-                          "skipped": 1}
+                          "lora": "", "skipped": 1}
     assert all(math.isfinite(e["loss"]) for e in events if e["event"] == "log")
     warnings = [line for line in re.split(r"[\r\n]", done.stderr) if "warning:" in line]
     assert len(warnings) == 1 and "item 00001 skipped: 00001.png cannot be decoded" in warnings[0], done.stderr

@@ -50,6 +50,19 @@ class TrainConfig:
                                         "export", "DIR")
     policy: str = _opt("", "trainable set: paper, official or custom:<block ranges> (e.g. custom:0-4,-5--1); "
                            "empty = the checkpoint's l2p.policy", "NAME")
+    network: str = _opt("full", "full: train the policy's blocks whole; lora: LoRA adapters on the trunk (peft), "
+                                "the lora_full parts trained whole, exported as a LoRA file and a merged model",
+                        "KIND")
+    lora_rank: int = _opt(16, "LoRA rank (network = lora)")
+    lora_alpha: float = _opt(16.0, "LoRA alpha: the update is scaled by alpha / rank")
+    lora_dropout: float = _opt(0.0, "dropout on the LoRA path")
+    lora_blocks: str = _opt("all", "main blocks that get adapters: all, or ranges like 0-4,-5--1", "RANGES")
+    lora_modules: str = _opt("attention.to_q,attention.to_k,attention.to_v,attention.to_out.0,feed_forward.w1,"
+                             "feed_forward.w2,feed_forward.w3", "linear layers of each chosen block that get "
+                             "adapters", "NAMES")
+    lora_full: str = _opt("local_decoder,all_x_embedder", "parts trained whole next to the adapters (official "
+                          "name prefixes): the Detailer Head and the pixel embedder, which L2P must learn; "
+                          "empty = adapters only", "PREFIXES")
     # the objective (the source model's flow matching, Z-Image conventions)
     shift: float = _opt(3.0, "noise shift of the training sigmas (3 at 1K)")
     num_train_timesteps: int = _opt(500, "sigma is drawn uniformly from this many points of the shifted grid")
@@ -126,6 +139,11 @@ class TrainConfig:
             raise ValueError(f"lr {self.lr} and shift {self.shift} must be positive")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
             raise ValueError(f"mixed_precision {self.mixed_precision!r}: use auto, bf16, fp16 or no")
+        if self.network not in ("full", "lora"):
+            raise ValueError(f"network {self.network!r}: use full or lora")
+        if self.lora_rank < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_rank {self.lora_rank}, lora_alpha {self.lora_alpha} and lora_dropout "
+                             f"{self.lora_dropout}: the rank at least 1, alpha positive, dropout in [0, 1)")
         if self.frozen_dtype not in ("fp32", "bf16"):
             raise ValueError(f"frozen_dtype {self.frozen_dtype!r}: use fp32 or bf16")
         if self.frozen_dtype == "bf16" and self.mixed_precision != "bf16":
@@ -267,7 +285,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("step", "path"),
     "validation": ("step", "images"),  # PNG paths
     "stopped": ("step",),  # asked to stop (SIGINT/SIGTERM): a checkpoint of this step was saved
-    "done": ("step", "export", "skipped"),  # the exported model's path; items left out as unreadable mid-run
+    "done": ("step", "export", "lora", "skipped"),  # exported model, LoRA file ("" unless network = lora); items
+    # left out as unreadable mid-run
 }
 WS_EVENT = "l2p.train"  # L2PTrain re-sends each event to the frontend under this websocket name
 

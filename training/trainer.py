@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 
-from l2p.format.export import OWN, plan_export
+from l2p.format.export import OWN, export_metadata, plan_export
+from l2p.format.layouts import COMFY
+from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.sampling import euler_sample
 from l2p.schedule import sampling_sigmas, shift_sigma
 from l2p.sizes import side_multiple
@@ -37,7 +39,17 @@ from .checkpoint import (
 )
 from .contract import TrainConfig, event_line, to_toml
 from .data import Scan, TrainData, check_usable, load_conditioning, scan_dataset
-from .model import LoadedModel, fsdp_units, load_model, model_header, official_names, policy_report
+from .lora import add_lora, lora_file, merged, target_modules
+from .model import (
+    LoadedModel,
+    fsdp_units,
+    load_model,
+    model_header,
+    official_names,
+    policy_report,
+    store_frozen,
+    trainable_report,
+)
 from .sharding import fsdp_requested, full, shard_like, shard_model
 from .text_cache import EMPTY_CONDITIONING, cache_text
 
@@ -175,8 +187,22 @@ class Trainer:
         self.acc = make_accelerator(cfg)  # first: caching spreads over its processes
         # the dataset's files and widths first, from headers (and its text cached): before the long model load
         scan = prepare_dataset(cfg, self.acc, self._warn)
-        self.loaded: LoadedModel = load_model(cfg.model, cfg.policy, FROZEN_DTYPES[cfg.frozen_dtype])
+        self.loaded: LoadedModel = load_model(cfg.model, cfg.policy)
         lc = self.loaded.config
+        if cfg.network == "lora":
+            add_lora(self.loaded.model, target_modules(self.loaded.model, cfg.lora_blocks, cfg.lora_modules,
+                                                       lc.n_layers),
+                     cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_full, cfg.seed)
+            self.trainable_set = trainable_report(self.loaded.model, f"lora rank {cfg.lora_rank} on blocks "
+                                                  f"{cfg.lora_blocks} + {cfg.lora_full or 'nothing'} whole")
+            # the whole-trained parts as they start (the model's parameters share the loaded tensors' memory):
+            # the LoRA file stores their change
+            self.start_values = {official: p.detach().clone() for n, p in self.loaded.model.named_parameters()
+                                 if p.requires_grad and ".lora_" not in n
+                                 for official in [n.removeprefix("trunk.")]}
+        else:
+            self.trainable_set = policy_report(self.loaded)
+        store_frozen(self.loaded.model, FROZEN_DTYPES[cfg.frozen_dtype])
         self.data = TrainData(scan, side_multiple(lc.patch_size, lc.head_variant), cfg.max_pixels, lc.cap_feat_dim)
         self.global_batch = cfg.batch_size * self.acc.num_processes
         self.data.epoch_batches(0, cfg.seed, self.global_batch)  # fail now, not at step 1, if no batch fits
@@ -337,7 +363,7 @@ class Trainer:
         cfg = self.cfg
         stop = StopFlag()
         self._emit("start", step=self.step, steps=cfg.steps, processes=self.acc.num_processes,
-             global_batch=self.global_batch, policy=policy_report(self.loaded), items=len(self.data.examples),
+             global_batch=self.global_batch, policy=self.trainable_set, items=len(self.data.examples),
                    sharding="fsdp" if self.sharded else "ddp" if self.acc.num_processes > 1 else "none")
         self.progress = progress = _progress(cfg.steps, self.step, self.acc.is_main_process)
         window, t0, done_at_t0 = [], time.monotonic(), self.step
@@ -377,12 +403,12 @@ class Trainer:
         if not any(s == self.step for s, _ in checkpoints(cfg.output_dir)):
             self.save()
         skipped = self._skipped()
-        path = self.export()
+        path, lora = self.export()
         if self.acc.is_main_process:
             self._loss_plot()
             with open(os.path.join(cfg.output_dir, DONE), "w", encoding="utf-8") as f:
-                json.dump({"step": self.step, "export": path, "skipped": skipped}, f)
-            self._emit("done", step=self.step, export=path, skipped=skipped)
+                json.dump({"step": self.step, "export": path, "lora": lora, "skipped": skipped}, f)
+            self._emit("done", step=self.step, export=path, lora=lora, skipped=skipped)
         return path
 
     def _skipped(self) -> int:
@@ -434,22 +460,32 @@ class Trainer:
         self.acc.wait_for_everyone()
         return paths
 
-    def export(self) -> str:
-        """The full model (the checkpoint's tensors with the trained ones, EMA if on) as an L2P checkpoint."""
+    def export(self) -> tuple[str, str]:
+        """The full model (the checkpoint's tensors with the trained ones, EMA if on) as an L2P checkpoint, and
+        with ``network = lora`` the LoRA file beside it: (model path, LoRA path or "")."""
         trained = self._whole(self.ema if self.ema is not None else self._trainable())
         if not self.acc.is_main_process:
             self.acc.wait_for_everyone()
-            return ""
-        full = dict(self.loaded.official)
-        full.update({k: v.detach().cpu().to(full[k].dtype) for k, v in trained.items()})
-        exp = plan_export(full, self.cfg.export_layout, self.loaded.config.patch_size, {
-            "policy": self.loaded.policy, "policy_report": policy_report(self.loaded), "steps": self.step,
-            "layout": OWN, "train_config": to_toml(self.cfg), "pack_version": OWN, "ema": self.cfg.ema_decay,
-        }, inherited=self.loaded.metadata)
-        path = self.cfg.export_path or os.path.join(self.cfg.output_dir, f"{self.cfg.export_name}.safetensors")
-        exp.write(path)
+            return "", ""
+        cfg, base = self.cfg, self.loaded.official
+        fields = {"policy": self.loaded.policy, "policy_report": self.trainable_set, "steps": self.step,
+                  "layout": OWN, "train_config": to_toml(cfg), "pack_version": OWN, "ema": cfg.ema_decay}
+        path = cfg.export_path or os.path.join(cfg.output_dir, f"{cfg.export_name}.safetensors")
+        lora_path = ""
+        if cfg.network == "lora":
+            full = merged(trained, base, cfg.lora_alpha)
+            lora_path = os.path.splitext(path)[0] + "-lora.safetensors"
+            meta = export_metadata(COMFY, {**fields, "network": "lora", "lora_rank": cfg.lora_rank,
+                                           "lora_alpha": cfg.lora_alpha}, inherited=self.loaded.metadata)
+            save_safetensors_atomic(lora_file(trained, {**base, **self.start_values}, cfg.lora_alpha), lora_path,
+                                    metadata=meta)
+        else:
+            full = dict(base)
+            full.update({k: v.detach().cpu().to(full[k].dtype) for k, v in trained.items()})
+        plan_export(full, cfg.export_layout, self.loaded.config.patch_size, fields,
+                    inherited=self.loaded.metadata).write(path)
         self.acc.wait_for_everyone()
-        return path
+        return path, lora_path
 
     def _loss_plot(self) -> None:
         if not self.history:
