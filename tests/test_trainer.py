@@ -159,16 +159,18 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(world):
     assert (world / "run-int" / f"checkpoint-{stopped[0]['step']}" / "COMPLETE").is_file()
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(world):
-    one = launch(world, "run-1p", "--steps", "2", "--checkpoint-every", "0")
+@pytest.mark.parametrize("network", ["full", "lora"])
+def test_two_processes_equal_one_with_the_same_global_batch(world, network):
+    net = ["--network", "lora", "--lora-rank", "4"] if network == "lora" else []
+    one = launch(world, f"run-1p-{network}", "--steps", "2", "--checkpoint-every", "0", *net)
     assert one.returncode == 0, one.stderr
     accelerate = str(pathlib.Path(sys.executable).parent / "accelerate")
-    two = launch(world, "run-2p", "--steps", "2", "--checkpoint-every", "0", "--batch-size", "1",
+    two = launch(world, f"run-2p-{network}", "--steps", "2", "--checkpoint-every", "0", "--batch-size", "1", *net,
                  cmd=[accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                       "--mixed_precision", "no", "--dynamo_backend", "no", LAUNCH])
     assert two.returncode == 0, two.stderr[-3000:]
     assert events(two.stdout)[1]["processes"] == 2
-    a, b = trainable(world / "run-1p" / "checkpoint-2"), trainable(world / "run-2p" / "checkpoint-2")
+    a, b = (trainable(world / f"run-{n}-{network}" / "checkpoint-2") for n in ("1p", "2p"))
     # Float sums in another order (gradients all-reduced across processes) move Adam's update of weights
     # whose gradient is near zero; bound the difference by a small share of what 2 steps can move a weight.
     budget = 2 * 1e-4
