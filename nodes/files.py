@@ -102,13 +102,14 @@ def subpath(base: str, rel: str, what: str, example: str) -> str:
     return path
 
 
-def new_checkpoint_path(filename_prefix: str) -> str:
-    """models/l2p/<prefix>_NNNNN.safetensors with the next free number: never overwrites, never leaves l2p."""
-    base = os.path.join(folder_paths.models_dir, L2P_FOLDER)
-    folder, stem = os.path.split(subpath(base, filename_prefix, "filename_prefix", "my-l2p or converted/my-l2p"))
-    os.makedirs(folder, exist_ok=True)
-    taken = set(os.listdir(folder))
+def new_checkpoint_path(filename_prefix: str, folder: str = L2P_FOLDER) -> str:
+    """models/<folder>/<prefix>_NNNNN.safetensors with the next free number (folder: l2p, or loras for a LoRA):
+    never overwrites, never leaves the folder."""
+    base = os.path.join(folder_paths.models_dir, folder)
+    where, stem = os.path.split(subpath(base, filename_prefix, "filename_prefix", "my-l2p or converted/my-l2p"))
+    os.makedirs(where, exist_ok=True)
+    taken = set(os.listdir(where))
     n = 1
     while f"{stem}_{n:05d}.safetensors" in taken:
         n += 1
-    return os.path.join(folder, f"{stem}_{n:05d}.safetensors")
+    return os.path.join(where, f"{stem}_{n:05d}.safetensors")

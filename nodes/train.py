@@ -115,9 +115,18 @@ class L2PTrain(io.ComfyNode):
                                        "cached conditioning are encoded with it first, as CLIPTextEncode would, "
                                        "and saved beside their images. Leave it at 'cached' when the dataset "
                                        "already has its .cond.safetensors files."),
+                io.Combo.Input("network", options=["full", "lora"], default="full", optional=True,
+                               tooltip="full: train the policy's blocks whole. lora: LoRA adapters on every "
+                                       "trunk block (the Detailer Head and pixel embedder train whole); the LoRA "
+                                       "goes to models/loras for LoraLoaderModelOnly, the merged model to "
+                                       "models/l2p."),
+                io.Int.Input("lora_rank", default=16, min=1, max=1024, optional=True,
+                             tooltip="LoRA rank (network lora); alpha equals the rank."),
             ],
             outputs=[io.String.Output(display_name="ckpt_name",
-                                      tooltip="The exported model in models/l2p (refresh to list it).")],
+                                      tooltip="The exported model in models/l2p (refresh to list it)."),
+                     io.String.Output(display_name="lora_name",
+                                      tooltip="The LoRA in models/loras (network lora; empty otherwise).")],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,
         )
@@ -125,7 +134,8 @@ class L2PTrain(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, dataset: str, run_name: str, steps: int, lr: float, batch_size: int, policy: str,
                 custom_blocks: str, shift: float, checkpoint_every: int, validate_every: int, resume: bool,
-                processes: int, seed: int, text_encoder: str = CACHED) -> io.NodeOutput:
+                processes: int, seed: int, text_encoder: str = CACHED, network: str = "full",
+                lora_rank: int = 16) -> io.NodeOutput:
         missing = [m for m in ("accelerate", "diffusers") if importlib.util.find_spec(m) is None]
         if missing:
             raise ValueError(f"training needs {' and '.join(missing)} in ComfyUI's Python: run {sys.executable} -m pip "
@@ -140,6 +150,9 @@ class L2PTrain(io.ComfyNode):
             checkpoint_every=checkpoint_every, validate_every=validate_every, seed=seed,
             resume="latest" if resume else "", export_path=export, log_every=1,
         )
+        if network == "lora":
+            cfg.network, cfg.lora_rank, cfg.lora_alpha = "lora", lora_rank, float(lora_rank)
+            cfg.lora_path = new_checkpoint_path(run_name, "loras")
         if text_encoder != CACHED:  # ComfyUI's own tokenizer, from this install
             cfg.text_encoder = folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
             cfg.tokenizer = find_tokenizer(comfyui=comfyui_install())
@@ -147,10 +160,10 @@ class L2PTrain(io.ComfyNode):
         config = os.path.join(run_dir, "l2p_train.toml")
         with open(config, "w", encoding="utf-8") as f:
             f.write(to_toml(cfg))
-        return cls._run(launch_argv(config, processes), run_dir, steps, export)
+        return cls._run(launch_argv(config, processes), run_dir, steps, export, cfg.lora_path)
 
     @classmethod
-    def _run(cls, argv: list[str], run_dir: str, steps: int, export: str) -> io.NodeOutput:
+    def _run(cls, argv: list[str], run_dir: str, steps: int, export: str, lora_path: str = "") -> io.NodeOutput:
         from server import PromptServer
 
         node = cls.hidden.unique_id
@@ -160,7 +173,7 @@ class L2PTrain(io.ComfyNode):
         lines: queue.Queue = queue.Queue()
         tail: collections.deque[str] = collections.deque(maxlen=20)
         threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
-        state = {"stopped": False, "cancelled": False, "result": "", "error": None}
+        state = {"stopped": False, "cancelled": False, "result": "", "lora": "", "error": None}
         errors = threading.Thread(target=_stderr_reader, args=(proc.stderr, tail, state), daemon=True)
         errors.start()
 
@@ -214,7 +227,8 @@ class L2PTrain(io.ComfyNode):
             raise RuntimeError(f"training stopped at a checkpoint in {run_dir}: queue again with resume on to "
                                "continue")
         name = os.path.relpath(state["result"] or export, os.path.dirname(export)).replace(os.sep, "/")
-        return io.NodeOutput(name, ui={"text": [name]})
+        lora = os.path.basename(state["lora"] or lora_path) if lora_path else ""
+        return io.NodeOutput(name, lora, ui={"text": [name] + ([lora] if lora else [])})
 
     @staticmethod
     def _on_event(event: dict, progress, state: dict) -> None:
@@ -229,4 +243,4 @@ class L2PTrain(io.ComfyNode):
         elif kind == "stopped":
             state["stopped"] = True
         elif kind == "done":
-            state["result"] = event.get("export", "")
+            state["result"], state["lora"] = event.get("export", ""), event.get("lora", "")

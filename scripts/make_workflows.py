@@ -203,7 +203,7 @@ def train(model_file: str, steps: int) -> list[Node]:
                                  "steps": steps, "lr": 5e-5, "batch_size": 1, "policy": "from checkpoint",
                                  "custom_blocks": "0-4,-5--1", "shift": 3.0, "checkpoint_every": 500,
                                  "validate_every": 500, "resume": True, "processes": 1, "seed": 0,
-                                 "text_encoder": "cached (no text encoder)"},
+                                 "text_encoder": "cached (no text encoder)", "network": "full", "lora_rank": 16},
                  title="L2P Train (official recipe: AdamW 5e-5, shift 3, frozen middle)", pos=(20, 40))]
 
 

@@ -94,3 +94,18 @@ def test_with_a_text_encoder_the_node_caches_what_is_missing_and_trains(server):
     events = [json.loads(x) for x in (server.output_dir / "l2p_runs" / "cache" / "events.jsonl").read_text()
               .splitlines()]
     assert [e["event"] for e in events][:3] == ["dataset", "caching", "caching"] and events[-1]["event"] == "done"
+
+
+def test_lora_training_from_the_node_exports_a_lora_the_stock_loader_applies(server):
+    result = server.run(train_prompt(run_name="lora-node", steps=2, network="lora", lora_rank=4), timeout=600)
+    assert result.ok, result.describe()
+    merged, lora = result.outputs["1"]["text"]
+    assert (server.models_dir / "l2p" / merged).is_file() and (server.models_dir / "loras" / lora).is_file()
+    demo = tiny_demo_prompt({"1": {"text_encoder_name": DEMO_TE_FILE}, "4": {"ckpt_name": MODEL},
+                             "6": {"width": 64, "height": 48}, "7": {"steps": 2}})
+    demo["11"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["4", 0], "lora_name": lora,
+                                                                  "strength_model": 1.0}}
+    demo["5"]["inputs"]["model"] = ["11", 0]
+    sampled = server.run(demo, timeout=300)
+    assert sampled.ok, sampled.describe()
+    assert len(server.output_images(sampled)) == 1

@@ -60,6 +60,8 @@ class TrainConfig:
     lora_modules: str = _opt("attention.to_q,attention.to_k,attention.to_v,attention.to_out.0,feed_forward.w1,"
                              "feed_forward.w2,feed_forward.w3", "linear layers of each chosen block that get "
                              "adapters", "NAMES")
+    lora_path: str = _opt("", "where the LoRA file goes (L2PTrain: models/loras); empty = beside the export as "
+                              "<export>-lora.safetensors", "FILE")
     lora_full: str = _opt("local_decoder,all_x_embedder", "parts trained whole next to the adapters (official "
                           "name prefixes): the Detailer Head and the pixel embedder, which L2P must learn; "
                           "empty = adapters only", "PREFIXES")

@@ -474,7 +474,7 @@ class Trainer:
         lora_path = ""
         if cfg.network == "lora":
             full = merged(trained, base, cfg.lora_alpha)
-            lora_path = os.path.splitext(path)[0] + "-lora.safetensors"
+            lora_path = cfg.lora_path or os.path.splitext(path)[0] + "-lora.safetensors"
             meta = export_metadata(COMFY, {**fields, "network": "lora", "lora_rank": cfg.lora_rank,
                                            "lora_alpha": cfg.lora_alpha}, inherited=self.loaded.metadata)
             save_safetensors_atomic(lora_file(trained, {**base, **self.start_values}, cfg.lora_alpha), lora_path,
