@@ -108,7 +108,8 @@ class L2PTrain(io.ComfyNode):
                                  tooltip="Continue from the run's latest complete checkpoint if there is one."),
                 io.Int.Input("processes", default=1, min=1, max=64,
                              tooltip="Processes (GPUs) on this machine; more than 1 launches accelerate (DDP)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the data order and sigmas."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
+                             tooltip="Seed of the data order and sigmas."),
                 io.Combo.Input("text_encoder", options=[CACHED, *folder_paths.get_filename_list("text_encoders")],
                                default=CACHED, optional=True,
                                tooltip="The model's text encoder (qwen_3_4b.safetensors for Z-Image): items without "

@@ -35,7 +35,9 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "EmptySD3LatentImage": [("LATENT", "LATENT")],
     "L2PPromptBank": [("prompt", "STRING"), ("seed", "INT"), ("category", "STRING"), ("index", "INT")],
     "L2PDatasetWriter": [],
-    "L2PTrain": [("ckpt_name", "STRING")],
+    "L2PTrain": [("ckpt_name", "STRING"), ("lora_name", "STRING")],
+    "LoraLoaderModelOnly": [("MODEL", "MODEL")],
+    "L2PLoraFromLatent": [("MODEL", "MODEL"), ("report", "STRING")],
     "L2PDemoTextEncode": [("CONDITIONING", "CONDITIONING")],
     "L2PDemoVAELoader": [("VAE", "VAE")],
 }
@@ -203,6 +205,7 @@ def train(model_file: str, steps: int) -> list[Node]:
                                  "steps": steps, "lr": 5e-5, "batch_size": 1, "policy": "from checkpoint",
                                  "custom_blocks": "0-4,-5--1", "shift": 3.0, "checkpoint_every": 500,
                                  "validate_every": 500, "resume": True, "processes": 1, "seed": 0,
+                                 "control_after_generate": "fixed",
                                  "text_encoder": "cached (no text encoder)", "network": "full", "lora_rank": 16},
                  title="L2P Train (official recipe: AdamW 5e-5, shift 3, frozen middle)", pos=(20, 40))]
 
@@ -250,6 +253,18 @@ WORKFLOWS: dict[str, list[Node]] = {
         steps=50, cfg=4.0, shift=3.0,
         width=3840, height=2160, batch=1, seed=42, prefix="L2P/zimage_4k", preset="3840x2160 (4K UHD)",
         fit="snap up", auto_shift=True),
+    "l2p_lora": text_to_image(
+        prompts=clip_prompts(ZIMAGE_CLIP, PROMPT),
+        model=[
+            *l2p_loader("model-1k-merge.safetensors"),
+            Node(11, "LoraLoaderModelOnly", {"lora_name": "my-l2p-lora.safetensors", "strength_model": 1.0},
+                 {"model": (4, 0)}, title="An L2P LoRA (ai-toolkit, L2P Train with network lora)", pos=(20, 600)),
+            Node(12, "L2PLoraFromLatent", {"lora_name": "my-zimage-lora.safetensors", "strength": 1.0,
+                                           "blocks": "frozen blocks only", "policy": "from checkpoint"},
+                 {"model": (11, 0)}, title="A latent Z-Image LoRA, on the frozen blocks", pos=(20, 780)),
+        ],
+        model_out=(12, 0), steps=30, cfg=2.0, shift=3.0,
+        width=1024, height=1024, batch=1, seed=42, prefix="L2P/zimage_1k_lora"),
     "l2p_train": train("l2p-zimage-turbo-init_00001.safetensors", steps=30000),
     "l2p_make_dataset": make_dataset(
         model=Node(1, "UNETLoader", {"unet_name": "z_image_turbo_bf16.safetensors", "weight_dtype": "default"},
@@ -277,6 +292,7 @@ TITLES = {
     "l2p_tiny_demo": "Tiny demo (runs on CPU)",
     "l2p_convert_zimage": "Convert a latent Z-Image to L2P",
     "l2p_make_dataset": "Build the synthetic dataset",
+    "l2p_lora": "Z-Image L2P 1K with LoRAs (L2P and latent)",
     "l2p_train": "Train an L2P model",
     "l2p_shapes_demo": "Shapes world: the trained demo model (CPU)",
     "l2p_shapes_dataset": "Shapes world: synthetic dataset from its latent source",

@@ -49,6 +49,8 @@ FILE_WIDGETS = {
     ("L2PDemoTextEncode", "text_encoder"): "models/text_encoders",
     ("L2PDemoVAELoader", "vae_name"): "models/vae",
     ("L2PPromptBank", "prompts"): "input",
+    ("LoraLoaderModelOnly", "lora_name"): "models/loras",
+    ("L2PLoraFromLatent", "lora_name"): "models/loras",
 }
 
 

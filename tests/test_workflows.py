@@ -14,7 +14,7 @@ UI_FILES = sorted((REPO / "workflows").glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Combos that list files on disk: the shipped value need not exist on the test server.
 FILE_COMBOS = {"ckpt_name", "clip_name", "vae_name", "unet_name", "text_encoder_name", "text_encoder", "source",
-               "prompts", "model"}
+               "prompts", "model", "lora_name"}
 
 
 def api_twin(ui_file: pathlib.Path) -> pathlib.Path:
