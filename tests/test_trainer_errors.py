@@ -88,7 +88,7 @@ def test_help_lists_every_option_with_its_description_and_default():
             blocks[words[0]] = " ".join(words)
     fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "extra"]  # extra: a TOML table only
     flags = {"--" + f.name.replace("_", "-") for f in fields}
-    actions = {"--config", "--print-config", "--print-dataset", "--cache-text"}
+    actions = {"--config", "--print-config", "--print-dataset", "--cache-text", "--accelerate-config"}
     assert set(blocks) == flags | {"-h,"} | actions and len(flags) >= 32, sorted(blocks)
     assert all(len(blocks[a].split()) > 4 for a in actions)
     for f in fields:
