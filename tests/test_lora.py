@@ -310,9 +310,7 @@ def test_rank_16_trains_under_one_percent_of_the_real_model():
 
     model = PixelDiT(official_trunk(3840, 30, 2, 30, 2560, device="meta"), build_head("1k", 3840, device="meta"),
                      head_variant="1k")
-    cfg_modules = "attention.to_q,attention.to_k,attention.to_v,attention.to_out.0,feed_forward.w1," \
-                  "feed_forward.w2,feed_forward.w3"
-    add_lora(model, target_modules(model, "all", cfg_modules, 30), 16, 16.0, 0.0, "local_decoder,all_x_embedder")
+    add_lora(model, target_modules(model, "all", "all", 30), 16, 16.0, 0.0, "local_decoder,all_x_embedder")
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapters = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
     report = trainable_report(model, "lora")

@@ -57,9 +57,9 @@ class TrainConfig:
     lora_alpha: float = _opt(16.0, "LoRA alpha: the update is scaled by alpha / rank")
     lora_dropout: float = _opt(0.0, "dropout on the LoRA path")
     lora_blocks: str = _opt("all", "main blocks that get adapters: all, or ranges like 0-4,-5--1", "RANGES")
-    lora_modules: str = _opt("attention.to_q,attention.to_k,attention.to_v,attention.to_out.0,feed_forward.w1,"
-                             "feed_forward.w2,feed_forward.w3", "linear layers of each chosen block that get "
-                             "adapters", "NAMES")
+    lora_modules: str = _opt("all", "linear layers of each chosen block that get adapters: all (attention q, k, "
+                                    "v, out and the three feed-forward layers), or names like "
+                                    "attention.to_q,feed_forward.w2", "NAMES")
     lora_path: str = _opt("", "where the LoRA file goes (L2PTrain: models/loras); empty = beside the export as "
                               "<export>-lora.safetensors", "FILE")
     lora_full: str = _opt("local_decoder,all_x_embedder", "parts trained whole next to the adapters (official "

@@ -22,13 +22,16 @@ from l2p.policies import parse_ranges
 
 LORA_A, LORA_B = re.compile(r"^(.+)\.lora_A\.default\.weight$"), re.compile(r"^(.+)\.lora_B\.default\.weight$")
 FILE_PREFIX = "diffusion_model."
+ALL_LINEARS = ("attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0", "feed_forward.w1",
+               "feed_forward.w2", "feed_forward.w3")  # lora_modules = "all"
 
 
 def target_modules(model: torch.nn.Module, blocks: str, modules: str, n_layers: int) -> list[str]:
-    """Names (in ``model.trunk``) of the linear layers to adapt: ``modules`` (comma-separated names inside a
-    block, e.g. ``attention.to_q``) of the main blocks in ``blocks`` (``all`` or ranges like ``0-4,-5--1``)."""
+    """Names (in ``model.trunk``) of the linear layers to adapt: ``modules`` (``all``: ``ALL_LINEARS``, or
+    comma-separated names inside a block, e.g. ``attention.to_q``) of the main blocks in ``blocks`` (``all`` or
+    ranges like ``0-4,-5--1``)."""
     chosen = set(range(n_layers)) if blocks.strip() == "all" else parse_ranges(blocks, n_layers)
-    wanted = [m.strip() for m in modules.split(",") if m.strip()]
+    wanted = list(ALL_LINEARS) if modules.strip() == "all" else [m.strip() for m in modules.split(",") if m.strip()]
     names = dict(model.trunk.named_modules())
     out = []
     for i in sorted(chosen):
