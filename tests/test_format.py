@@ -219,7 +219,7 @@ def test_every_writer_records_the_same_common_keys(tmp_path):
                      save({"cap_feats": torch.zeros(5, 64)}))
     trainer = Trainer(TrainConfig(model=conv, dataset=str(tmp_path / "ds"), output_dir=str(tmp_path / "run"),
                                   export_layout="official"))
-    trained = trainer.export()
+    trained, _ = trainer.export()
 
     from harness.inprocess import import_pack
 
