@@ -90,6 +90,12 @@ class Qwen3TextEncoder:
                  dtype: torch.dtype = torch.float32):
         from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3Model
 
+        from .format.layouts import QUANT_SUFFIXES
+
+        scaled = [k for k in state_dict if k.endswith(QUANT_SUFFIXES) or k == "scaled_fp8"]
+        if scaled:  # fp8 with per-tensor scales: a plain cast would give other features, silently
+            raise TextEncoderError(f"this text encoder is quantised with scales ({scaled[0]}): give the bf16 or "
+                                   "fp32 file (qwen_3_4b.safetensors), the conditioning must match ComfyUI's")
         sizes = qwen3_config_from_shapes(state_dict)
         config = Qwen3Config(**sizes, rope_theta=ROPE_THETA, rms_norm_eps=RMS_EPS, max_position_embeddings=40960,
                              attention_bias=False, tie_word_embeddings=False)

@@ -82,6 +82,9 @@ def test_configuration_from_shapes_and_bad_files(encoder_sd):
                                    "num_key_value_heads", "head_dim")}}
     with pytest.raises(TextEncoderError, match="not a Qwen3 text encoder"):
         qwen3_config_from_shapes({"model.embed_tokens.weight": torch.zeros(4, 4)})
+    scaled = {**encoder_sd, "model.layers.0.mlp.up_proj.scale_weight": torch.ones(1)}
+    with pytest.raises(TextEncoderError, match="quantised with scales"):
+        Qwen3TextEncoder(scaled, str(comfyui_home() / TOKENIZER_FOLDER))
     incomplete = {k: v for k, v in encoder_sd.items() if "layers.1.mlp.up_proj" not in k}
     with pytest.raises(TextEncoderError, match=r"lacks 1 tensors \(first: model.layers.1.mlp.up_proj.weight\)"):
         Qwen3TextEncoder(incomplete, find_tokenizer(str(comfyui_home() / TOKENIZER_FOLDER)))
