@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .format.lora import SUFFIXES
+from .format.lora import lora_base
 from .policies import is_trainable, trained_blocks
 
 LATENT_ONLY = re.compile(r"(?:^|[._])(?:all_)?(?:final_layer|x_embedder)(?:[._]2-1)?(?:[._]|$)")
@@ -44,7 +44,7 @@ def select(lora_keys: Iterable[str], key_map: Mapping[str, object], policy: str,
     blocks = trained_blocks(policy, n_layers)
     out = Transfer()
     for key in sorted(lora_keys):
-        base = next((key[:-len(s)] for s in SUFFIXES if key.endswith(s)), key)
+        base = lora_base(key)
         target = key_map.get(base)
         if target is None:
             why = "latent-only: no L2P counterpart" if LATENT_ONLY.search(base) else "matches no weight"

@@ -53,11 +53,16 @@ def lora_key_map(shapes: Mapping[str, Sequence[int]], patch_size: int) -> dict[s
     return out
 
 
+def lora_base(key: str) -> str:
+    """A LoRA tensor's target name: ``key`` without its suffix (``.lora_A.weight``, ``.alpha``, ...)."""
+    return next((key[:-len(s)] for s in SUFFIXES if key.endswith(s)), key)
+
+
 def unmatched(lora_keys: Sequence[str], key_map: Mapping[str, object]) -> list[str]:
     """The LoRA tensors whose base name maps to no weight (sorted): what a loader would drop."""
     left = []
     for key in lora_keys:
-        base = next((key[:-len(s)] for s in SUFFIXES if key.endswith(s)), key)
+        base = lora_base(key)
         if base not in key_map and key not in key_map:
             left.append(key)
     return sorted(left)
