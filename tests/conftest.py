@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import sys
 from collections.abc import Iterator
 
@@ -35,8 +36,10 @@ def comfy_server() -> Iterator[ComfyServer]:
     server = ComfyServer(comfy_dir=home)
     try:
         server.start()
+        _DISK.server_base = server.base_dir
         yield server
     finally:
+        _DISK.server_base = None
         server.stop()
         if os.environ.get("L2P_NO_ARTIFACTS") != "1":
             ARTIFACTS.mkdir(exist_ok=True)
@@ -47,3 +50,67 @@ def comfy_server() -> Iterator[ComfyServer]:
 def comfy_models(comfy_server: ComfyServer) -> pathlib.Path:
     """The running server's models/ folder (models/<folder>/ exist for diffusion_models, l2p, vae, ...)."""
     return comfy_server.models_dir
+
+
+# ----------------------------------------------------------------------------------------------- disk
+# The suite writes hundreds of MB of tiny-but-real checkpoints; CI machines may have a few GB free. Each
+# module's files go when the module ends (kept when one of its tests failed, for a look), and the largest
+# footprint seen is printed at the end, so a test that starts hoarding shows up in the log before a full disk.
+
+
+class _DiskWatch:
+    server_base: pathlib.Path | None = None
+    peak: tuple[int, str] = (0, "")
+
+
+_DISK = _DiskWatch()
+_SERVER_SCRATCH = ("models", "output")  # where tests put files; input/ holds only small prompt banks
+
+
+def _tree_bytes(root: pathlib.Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _server_files() -> set[pathlib.Path]:
+    base = _DISK.server_base
+    if base is None:
+        return set()
+    return {path for sub in _SERVER_SCRATCH for path in (base / sub).rglob("*") if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
+    """A folder shared by one module's tests, removed when the module ends unless one of its tests failed."""
+    failed_before = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_disk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Measure what the module left on disk, then remove what it added to the shared server's folders."""
+    failed_before = request.session.testsfailed
+    before = _server_files()
+    yield
+    used = _tree_bytes(tmp_path_factory.getbasetemp())
+    if _DISK.server_base is not None:
+        used += sum(_tree_bytes(_DISK.server_base / sub) for sub in _SERVER_SCRATCH)
+    if used > _DISK.peak[0]:
+        _DISK.peak = (used, request.module.__name__)
+    if request.session.testsfailed == failed_before:
+        for path in _server_files() - before:
+            path.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    used, module = _DISK.peak
+    terminalreporter.write_line(f"[disk] largest test footprint at a module's end: {used / 2**20:.0f} MiB ({module})")

@@ -42,8 +42,8 @@ LR = 1e-4
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp("dist")
+def world(module_tmp: pathlib.Path) -> pathlib.Path:
+    root = module_tmp
     make_dataset(root / "ds")
     save_safetensors_atomic(official_state_dict(*tiny_l2p(seed=0)), str(root / "model.safetensors"),
                             metadata={"l2p.policy": "paper"})

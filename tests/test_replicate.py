@@ -29,8 +29,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> pathlib.Path:
-    cache = tmp_path_factory.mktemp("replicate")
+def smoke(module_tmp: pathlib.Path) -> pathlib.Path:
+    cache = module_tmp
     proc = subprocess.run([sys.executable, "-m", "bench.replicate", "--smoke", "--cache", str(cache)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

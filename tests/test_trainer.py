@@ -48,8 +48,8 @@ def make_dataset(root: pathlib.Path, n: int = N_ITEMS, size: int = 32, cond: boo
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp("train")
+def world(module_tmp: pathlib.Path) -> pathlib.Path:
+    root = module_tmp
     make_dataset(root / "ds")
     save_safetensors_atomic(official_state_dict(*tiny_l2p(seed=0)), str(root / "model.safetensors"),
                             metadata={"l2p.policy": "paper", "l2p.source_hash": "abc"})

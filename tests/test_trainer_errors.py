@@ -30,8 +30,8 @@ N = 4  # items per dataset: with batch 2, two steps are one whole epoch
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp("train-errors")
+def world(module_tmp: pathlib.Path) -> pathlib.Path:
+    root = module_tmp
     make_dataset(root / "ds", n=N)
     save_safetensors_atomic(official_state_dict(*tiny_l2p(seed=0)), str(root / "model.safetensors"),
                             metadata={"l2p.policy": "paper"})
