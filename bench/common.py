@@ -75,3 +75,24 @@ class Stages:
         group = group or name
         self.seconds[group] = self.seconds.get(group, 0.0) + hit[1]["seconds"]
         return hit
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a rate ``hits / n``: honest near 0 and 1, unlike +-2 SE."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_bootstrap(a, b, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired items (the same prompts and seeds) and its 95% percentile bootstrap
+    interval, resampling items."""
+    import numpy as np
+
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -72,6 +72,23 @@ def test_synthetic_dataset_conditioning_is_the_text_encoder_output(smoke):
         assert image.shape == (SMOKE.size, SMOKE.size, 3)
 
 
+def test_latent_lora_transfer_bench_runs_on_the_smoke_pipeline(smoke):
+    """bench/lora_transfer on the smoke run's cached stages: a latent LoRA trained on the source, selected for
+    the L2P model by the node's own rule, and every model scored on the same held-out prompts."""
+    proc = subprocess.run([sys.executable, "-m", "bench.lora_transfer", "--smoke", "--cache", str(smoke.parent)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[lora_crimson] done" in proc.stdout and "[train_l2p_paper_syn] cached" in proc.stdout
+    # 2 blocks, both trained by the paper policy: nothing is frozen, so the default keeps nothing; "all" keeps
+    # A, B and alpha of the 7 linear layers of both blocks.
+    assert "kept 0 LoRA tensors on nothing; dropped 42 (trained by the paper policy)" in proc.stdout
+    assert "kept 42 LoRA tensors on layers.0-1" in proc.stdout
+    scores = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(scores) == {"source", "source + LoRA", "L2P", "L2P + LoRA (frozen blocks)", "L2P + LoRA (all blocks)",
+                           'L2P, "red"'}
+    assert all(0.0 <= v <= 1.0 for s in scores.values() for v in s.values())
+
+
 def test_demo_vae_loader_decodes_like_diffusers(comfy_server, tmp_path):
     """ComfyUI's own AutoencoderKL, built by L2PDemoVAELoader from a narrow diffusers VAE, decodes the same."""
     torch.manual_seed(0)
