@@ -31,6 +31,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 GIB = 2**30
 REAL = {"dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "cap_feat_dim": 2560}
 CAPTION_TOKENS = 128
+sys.path.insert(0, str(REPO))  # run as a script: the pack's packages
 
 
 def peak_bytes() -> float:
@@ -38,7 +39,6 @@ def peak_bytes() -> float:
 
 
 def build(n_layers: int, rank: int, device: str | None):
-    sys.path.insert(0, str(REPO))
     from l2p.head import build_head
     from l2p.pixel_dit import PixelDiT
     from l2p.tiny import official_trunk
@@ -62,6 +62,35 @@ def counted(rank: int) -> dict:
     return {"total": total, "adapters": adapters, "trained": trained, "frozen": frozen,
             "training_state_bytes": trained * 16, "frozen_bytes": {"fp32": frozen * 4, "bf16": frozen * 2,
                                                                   "fp8": frozen * 1}}
+
+
+def network_table(ranks: tuple[int, ...] = (16, 64), activations_gib: float = 3.0) -> list[str]:
+    """Every way to train the real model, counted exactly: what trains, its training state, the frozen weights
+    in bf16 and fp8, and a 1K step's total with ``activations_gib`` (bf16, gradient checkpointing: the figure the
+    measurement below extrapolates) added. Full and policy runs keep their trained weights fp32 too."""
+    from l2p.policies import trainable_names
+    from training.model import official_names
+
+    rows = ["| network | trained parameters | share | training state GiB | frozen bf16 GiB | frozen fp8 GiB "
+            "| 1K step, bf16 frozen, GiB | 1K step, fp8 frozen, GiB |", "|---|---|---|---|---|---|---|---|"]
+    model = build(REAL["n_layers"], ranks[0], "meta")
+    names = official_names(model)
+    base = {names[n]: p.numel() for n, p in model.named_parameters() if ".lora_" not in n}
+    total = sum(base.values())
+    choices: list[tuple[str, int, int]] = [("full fine-tune", total, 0)]
+    for policy in ("official", "paper"):
+        trained = sum(base[n] for n in trainable_names(base, policy, REAL["n_layers"]))
+        choices.append((f"{policy} policy", trained, total - trained))
+    for rank in ranks:
+        c = counted(rank)
+        choices.append((f"LoRA rank {rank} (+ head, embedder)", c["trained"], c["frozen"]))
+    for label, trained, frozen in choices:
+        state = trained * 16
+        row = [label, f"{trained:,}", f"{100 * trained / total:.2f}%", f"{state / GIB:.2f}",
+               f"{frozen * 2 / GIB:.1f}", f"{frozen / GIB:.1f}",
+               f"{(state + frozen * 2) / GIB + activations_gib:.1f}", f"{(state + frozen) / GIB + activations_gib:.1f}"]
+        rows.append("| " + " | ".join(row) + " |")
+    return rows
 
 
 def measure(n_layers: int, size: int, checkpointing: bool, rank: int) -> dict:
@@ -103,9 +132,17 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--sizes", type=int, nargs=2, default=[384, 512])
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--count-only", action="store_true",
+                    help="only the exact counts of every network (full, official, paper, LoRA ranks 16 and 64)")
+    ap.add_argument("--activations-gib", type=float, default=3.0,
+                    help="a 1K step's bf16 activations with checkpointing, for the totals (default: %(default)s, "
+                         "extrapolated in bench/results/lora_memory.md)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(*json.loads(args.one))))
+        return
+    print("\n".join(network_table(activations_gib=args.activations_gib)))
+    if args.count_only:
         return
     c = counted(args.rank)
     print(f"real model: {c['total']:,} parameters; LoRA rank {args.rank}: {c['adapters']:,} adapter parameters, "
