@@ -23,8 +23,10 @@ Sampling memory (``sampling_memory``): what one model call needs besides the wei
 fit is refused before sampling starts. The call's peak is the larger of the trunk stage (one NextDiT block's
 live activations per token, ``trunk_memory_bytes``) and the head stage (the unified tokens, the feature map and
 the head, tiled or not), plus the padded pixels and the sampler's full-size copies (noise, x, model input and
-output). Attention scores are not counted: ComfyUI's attention is flash or chunked to the free memory.
-``fitting_size`` searches the largest size or batch whose estimate fits. Pure torch, no ComfyUI import.
+output). Attention scores count by backend (``attention_workspace_bytes``): none where attention is linear in
+memory (flash, xformers, PyTorch SDPA), a chunk of them where ComfyUI chunks it to the free memory (sub-quadratic
+and split attention, its default where PyTorch attention is off: CPU, Apple MPS, most AMD). ``fitting_size``
+searches the largest size or batch whose estimate fits. Pure torch, no ComfyUI import.
 """
 
 from __future__ import annotations
@@ -195,6 +197,38 @@ TOKEN_PAD = 32
 # Full-size float32 copies of the image that the sampler holds while the model runs: latent, noise, x, the model
 # input, the first conditioning's output and core's negated output (the head's own output is in its estimate).
 SAMPLER_COPIES = 6
+# What a model call takes at any size beyond the parts above (runtime buffers, kernel workspaces): measured on
+# this CPU as the gap between the measured peak and the parts at small sizes (bench/calibrate_memory.py).
+CALL_OVERHEAD = 48 * 2**20
+
+
+# ComfyUI's attention backends by the score memory they take on top of the per-token part: "linear" (flash, xformers,
+# sage, PyTorch SDPA); "sub_quad" (core's attention_sub_quad: query chunks of 4096..256 tokens against all keys,
+# the largest whose scores fit a quarter of the free memory, else 512); "split" (core's attention_split: slices of
+# the score matrix sized to the free memory); "basic" (the whole matrix).
+ATTENTION_BACKENDS = ("linear", "sub_quad", "split", "basic")
+SUB_QUAD_CHUNKS, SUB_QUAD_FALLBACK = (4096, 2048, 1024, 512, 256), 512
+# At the score peak: the scores and their softmax (core's sub-quad frees the scores after the softmax is made), next
+# to what a block holds while attending (stream, normed input, q, k, v, output: about 6 x dim per token). Fitted to
+# bench/calibrate_memory.py's peaks at two widths (dim 768 and 3840).
+SCORE_COPIES, ATTENTION_LIVE_DIMS = 2, 6
+
+
+def attention_workspace_bytes(backend: str, batch: int, heads: int, tokens: int, dtype_bytes: int,
+                              free_bytes: int | None) -> int:
+    """Attention score memory of one joint-attention call on ``batch`` sequences of ``tokens`` tokens."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}: one of {', '.join(ATTENTION_BACKENDS)}")
+    rows = batch * heads
+    if backend == "linear":
+        return 0
+    if backend == "sub_quad":
+        free = float("inf") if free_bytes is None else free_bytes
+        chunk = next((c for c in SUB_QUAD_CHUNKS if free / (rows * dtype_bytes * c * 4.0) >= tokens),
+                     SUB_QUAD_FALLBACK)
+        return SCORE_COPIES * rows * min(chunk, tokens) * tokens * dtype_bytes
+    whole = SCORE_COPIES * rows * tokens * tokens * dtype_bytes
+    return whole if backend == "basic" or free_bytes is None else min(whole, free_bytes)
 
 
 def trunk_memory_bytes(tokens: int, dim: int, ffn_dim: int, head_dim: int, dtype_bytes: int) -> int:
@@ -219,31 +253,39 @@ class SamplingMemory:
     head: int  # head stage: unified tokens, feature map and the head (tiled with ``tile``)
     tile: int  # the head's tile, 0 = untiled
     images: int  # padded pixels and the sampler's full-size copies
+    overhead: int = CALL_OVERHEAD
 
     @property
     def total(self) -> int:
-        return max(self.trunk, self.head) + self.images
+        return max(self.trunk, self.head) + self.images + self.overhead
 
 
 def sampling_memory(variant: str, height: int, width: int, batch: int, dtype_bytes: int, *, patch: int, dim: int,
                     ffn_dim: int, head_dim: int, cap_tokens: int, tile: int | None,
-                    sampler_copies: int = SAMPLER_COPIES) -> SamplingMemory:
+                    sampler_copies: int = SAMPLER_COPIES, attention: str = "linear",
+                    free_bytes: int | None = None) -> SamplingMemory:
     """Estimated memory of one model call (weights not included).
 
     ``tile``: the head's tile side (0 untiled), or None for the smallest tile (what ``auto`` falls back to, so
     the estimate is the least this size can need). ``sampler_copies``: full-size float32 copies of the image
     that the sampler holds on the same device during the call (``SAMPLER_COPIES`` before sampling starts).
+    ``attention``: ComfyUI's attention backend (``ATTENTION_BACKENDS``), with the free memory it chunks to.
     """
     cls = HEAD_VARIANTS[variant].cls
     grid = tile_grid(cls)
     hp, wp = _pad(height, math.lcm(patch, cls.multiple)), _pad(width, math.lcm(patch, cls.multiple))
     img_tokens = (hp // patch) * (wp // patch)
-    tokens = batch * (_pad(img_tokens, TOKEN_PAD) + _pad(cap_tokens, TOKEN_PAD))
+    sequence = _pad(img_tokens, TOKEN_PAD) + _pad(cap_tokens, TOKEN_PAD)
+    tokens = batch * sequence
     tile = grid if tile is None else int(tile)
     head = tiled_memory_bytes(variant, hp, wp, batch, dtype_bytes, tile, dim)
     head += (tokens + batch * img_tokens) * dim * dtype_bytes  # the unified tokens and the feature map
     images = batch * 3 * (hp * wp * dtype_bytes + height * width * 4 * sampler_copies)
-    return SamplingMemory(height, width, batch, tokens, trunk_memory_bytes(tokens, dim, ffn_dim, head_dim, dtype_bytes),
+    trunk = trunk_memory_bytes(tokens, dim, ffn_dim, head_dim, dtype_bytes)
+    scores = attention_workspace_bytes(attention, batch, dim // head_dim, sequence, dtype_bytes, free_bytes)
+    if scores:
+        trunk = max(trunk, ATTENTION_LIVE_DIMS * dim * dtype_bytes * tokens + scores)
+    return SamplingMemory(height, width, batch, tokens, trunk,
                           head, tile if tile > 0 and (tile < hp or tile < wp) else 0, images)
 
 

@@ -37,6 +37,10 @@ Sampling guards: S11 ``comfy.sample.fix_empty_latent_channels(model, latent[, do
   by ``NextDiTL2P.forward``'s checks (conditioning, size, a non-finite output) when present.
 LoRA: S13 ``lora.model_lora_keys_unet(model, key_map)`` (values: a key, or ``(key, (dim, offset, size))``)
   and ``lora.load_lora(lora, to_load[, log_missing])``, both wrapped (``install_lora_keys``).
+Memory: S14 ``ldm.modules.attention.optimized_attention`` (the function core chose; its ``__name__`` says how it
+  spends memory: ``attention_sub_quad`` / ``attention_split`` chunk to the free memory, ``attention_basic`` holds
+  every score); S15 ``BaseModel.memory_required(input_shape, cond_shapes)`` (overridden: the per-part estimate;
+  ``cond_shapes["c_crossattn"]`` sizes give the caption length), which core's samplers call to load and batch.
 Other internals the nodes use, re-exported here: ``model_management`` (devices, dtypes, interrupts),
   ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
   ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``; the install's folder, from
@@ -105,7 +109,8 @@ from ..l2p.head_tiling import (
 
 HEAD_TILE = "l2p_head_tile"  # transformer_options key set by L2PHeadTiling
 METADATA = "l2p_metadata"  # ModelPatcher attachment: the l2p.* metadata a checkpoint is saved with
-# Calibrated on CPU at 512/1024/2048 with the real widths (bench/calibrate_memory.py, README "Memory").
+# Core's one-factor-per-area estimate; L2P models override memory_required (S15) with the per-part estimate, so
+# this only keeps a sane value for code that reads the attribute (README "Memory estimate").
 MEMORY_USAGE_FACTOR = 0.07
 # Caption tokens assumed by the size check before sampling, when the conditioning is not known yet.
 PLAN_CAP_TOKENS = 512
@@ -257,10 +262,11 @@ class NextDiTL2P(NextDiTFromShapes):
             self._memory_checked = key
 
     def memory_estimate(self, height: int, width: int, batch: int, dtype_bytes: int, cap_tokens: int,
-                        tile: int | None, sampler_copies: int) -> SamplingMemory:
+                        tile: int | None, sampler_copies: int, free_bytes: int | None = None) -> SamplingMemory:
         return sampling_memory(self.head_variant, height, width, batch, dtype_bytes, patch=self.patch_size,
                                dim=self.dim, ffn_dim=self.ffn_hidden_dim, head_dim=self.head_dim,
-                               cap_tokens=cap_tokens, tile=tile, sampler_copies=sampler_copies)
+                               cap_tokens=cap_tokens, tile=tile, sampler_copies=sampler_copies,
+                               attention=attention_backend(), free_bytes=free_bytes)
 
     def check_memory(self, height: int, width: int, batch: int, dtype_bytes: int, cap_tokens: int, setting,
                      budget: int, device, sampler_copies: int) -> SamplingMemory:
@@ -269,7 +275,7 @@ class NextDiTL2P(NextDiTFromShapes):
         ``batch`` is the least the sampler can run at once (one conditioning). With tiling ``auto`` the estimate
         uses the smallest head tile, so only a size that cannot fit at all is refused."""
         def estimate(h: int, w: int, b: int, tile: int | None) -> SamplingMemory:
-            return self.memory_estimate(h, w, b, dtype_bytes, cap_tokens, tile, sampler_copies)
+            return self.memory_estimate(h, w, b, dtype_bytes, cap_tokens, tile, sampler_copies, budget)
 
         need = estimate(height, width, batch, None if setting == "auto" else int(setting))
         if need.total <= budget:
@@ -324,6 +330,32 @@ class NextDiTL2P(NextDiTFromShapes):
                               feature_dim=self.dim)
 
 
+def attention_backend() -> str:
+    """How core's attention spends memory (S14): by the name of the function it chose at import
+    (``comfy.ldm.modules.attention.optimized_attention``): chunked to the free memory (sub-quadratic, split), the
+    whole score matrix (basic), or linear in tokens (flash, xformers, sage, PyTorch SDPA: every other one)."""
+    import comfy.ldm.modules.attention as attention
+
+    name = getattr(getattr(attention, "optimized_attention", None), "__name__", "")
+    return {"attention_sub_quad": "sub_quad", "attention_split": "split", "attention_basic": "basic"}.get(name,
+                                                                                                         "linear")
+
+
+def call_memory(dit: NextDiTL2P, shape, dtype_bytes: int, cap_tokens: int, free_bytes: int, tile="auto",
+                attention: str | None = None) -> SamplingMemory:
+    """The estimate of one model call on a ``shape`` ([batch, 3, H, W]) input: the trunk with ``attention``'s score
+    memory (core's backend by default) chunked to ``free_bytes``, the head at ``tile`` (``auto``: the tile the
+    forward picks with that free memory), the call's input and output."""
+    height, width = (-(-int(n) // dit.pad_multiple) * dit.pad_multiple for n in shape[-2:])
+    batch = int(shape[0])
+    if tile == "auto":
+        tile = auto_tile_size(dit.head_variant, height, width, batch, free_bytes, dtype_bytes, feature_dim=dit.dim)
+    return sampling_memory(dit.head_variant, int(shape[-2]), int(shape[-1]), batch, dtype_bytes,
+                           patch=dit.patch_size, dim=dit.dim, ffn_dim=dit.ffn_hidden_dim, head_dim=dit.head_dim,
+                           cap_tokens=cap_tokens, tile=int(tile), sampler_copies=1,
+                           attention=attention or attention_backend(), free_bytes=free_bytes)
+
+
 class L2PModel(comfy.model_base.Lumina2):
     """Lumina2's conditioning (c_crossattn, num_tokens, attention mask) and flow sampling, L2P's network."""
 
@@ -334,6 +366,16 @@ class L2PModel(comfy.model_base.Lumina2):
         self.diffusion_model.free_memory = lambda device: free_memory(model(), device)
         install_sampling_guards()
         install_lora_keys()
+
+    def memory_required(self, input_shape, cond_shapes={}):  # noqa: B006 (core's signature, S15)
+        """What core reserves for one call on ``input_shape`` (all conditionings batched): the pack's per-part
+        estimate for core's attention backend, instead of core's one factor per pixel area, which cannot fit a
+        peak with a fixed part (it reserved 5.7x the peak at 512 on its non-flash formula)."""
+        caps = [int(s[1]) for s in (cond_shapes or {}).get("c_crossattn", ()) if len(s) >= 2]
+        device = comfy.model_management.get_torch_device()
+        free = int(comfy.model_management.get_free_memory(device))
+        return call_memory(self.diffusion_model, input_shape, inference_dtype(self).itemsize,
+                           max(caps, default=PLAN_CAP_TOKENS), free).total
 
 
 def free_memory(model, device) -> int:
