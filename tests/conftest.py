@@ -85,12 +85,21 @@ def _server_files() -> set[pathlib.Path]:
     return {path for sub in _SERVER_SCRATCH for path in (base / sub).rglob("*") if path.is_file()}
 
 
+def _record_footprint(module: str, basetemp: pathlib.Path) -> None:
+    used = _tree_bytes(basetemp)
+    if _DISK.server_base is not None:
+        used += sum(_tree_bytes(_DISK.server_base / sub) for sub in _SERVER_SCRATCH)
+    if used > _DISK.peak[0]:
+        _DISK.peak = (used, module)
+
+
 @pytest.fixture(scope="module")
 def module_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
     """A folder shared by one module's tests, removed when the module ends unless one of its tests failed."""
     failed_before = request.session.testsfailed
     path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
     yield path
+    _record_footprint(request.module.__name__, tmp_path_factory.getbasetemp())
     if request.session.testsfailed == failed_before:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -101,11 +110,7 @@ def _module_disk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     failed_before = request.session.testsfailed
     before = _server_files()
     yield
-    used = _tree_bytes(tmp_path_factory.getbasetemp())
-    if _DISK.server_base is not None:
-        used += sum(_tree_bytes(_DISK.server_base / sub) for sub in _SERVER_SCRATCH)
-    if used > _DISK.peak[0]:
-        _DISK.peak = (used, request.module.__name__)
+    _record_footprint(request.module.__name__, tmp_path_factory.getbasetemp())
     if request.session.testsfailed == failed_before:
         for path in _server_files() - before:
             path.unlink(missing_ok=True)
