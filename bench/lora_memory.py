@@ -67,7 +67,8 @@ def counted(rank: int) -> dict:
 def network_table(ranks: tuple[int, ...] = (16, 64), activations_gib: float = 3.9) -> list[str]:
     """Every way to train the real model, counted exactly: what trains, its training state, the frozen weights
     in bf16 and fp8, and a 1K step's total with ``activations_gib`` (bf16, gradient checkpointing: the figure the
-    measurement below extrapolates, plus the checkpointed block inputs) added. Full and policy runs keep their trained weights fp32 too."""
+    measurement below extrapolates, plus the checkpointed block inputs) added. Full and policy runs keep their
+    trained weights fp32 too."""
     from l2p.policies import trainable_names
     from training.model import official_names
 
