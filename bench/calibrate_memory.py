@@ -36,6 +36,12 @@ MB = 2**20
 
 
 def peak_bytes() -> float:
+    """This process's peak resident memory: /proc's VmHWM, which starts afresh at exec. (getrusage's ru_maxrss
+    does not: Linux carries it over from the parent, so a case started by a large pytest process measured 0.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) * 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
 
 

@@ -78,11 +78,12 @@ def _tree_bytes(root: pathlib.Path) -> int:
     return total
 
 
-def _server_files() -> set[pathlib.Path]:
+def _server_paths() -> set[pathlib.Path]:
+    """Every file and folder under the shared server's scratch folders."""
     base = _DISK.server_base
     if base is None:
         return set()
-    return {path for sub in _SERVER_SCRATCH for path in (base / sub).rglob("*") if path.is_file()}
+    return {path for sub in _SERVER_SCRATCH for path in (base / sub).rglob("*")}
 
 
 def _record_footprint(module: str, basetemp: pathlib.Path) -> None:
@@ -108,12 +109,17 @@ def module_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 def _module_disk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Measure what the module left on disk, then remove what it added to the shared server's folders."""
     failed_before = request.session.testsfailed
-    before = _server_files()
+    before = _server_paths()
     yield
     _record_footprint(request.module.__name__, tmp_path_factory.getbasetemp())
     if request.session.testsfailed == failed_before:
-        for path in _server_files() - before:
-            path.unlink(missing_ok=True)
+        # Files and the folders they came in (deepest first): a folder left empty would read as "already
+        # installed" to the next module's fixture (a diffusers folder without its files).
+        for path in sorted(_server_paths() - before, key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
