@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import resource
 import subprocess
 import sys
 import time
@@ -32,10 +31,7 @@ GIB = 2**30
 REAL = {"dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "cap_feat_dim": 2560}
 CAPTION_TOKENS = 128
 sys.path.insert(0, str(REPO))  # run as a script: the pack's packages
-
-
-def peak_bytes() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+from bench.calibrate_memory import peak_bytes  # noqa: E402  (VmHWM: ru_maxrss carries over from the parent)
 
 
 def build(n_layers: int, rank: int, device: str | None):

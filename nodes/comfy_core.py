@@ -262,11 +262,12 @@ class NextDiTL2P(NextDiTFromShapes):
             self._memory_checked = key
 
     def memory_estimate(self, height: int, width: int, batch: int, dtype_bytes: int, cap_tokens: int,
-                        tile: int | None, sampler_copies: int, free_bytes: int | None = None) -> SamplingMemory:
+                        tile: int | None, sampler_copies: int, free_bytes: int | None = None,
+                        attention: str | None = None) -> SamplingMemory:
         return sampling_memory(self.head_variant, height, width, batch, dtype_bytes, patch=self.patch_size,
                                dim=self.dim, ffn_dim=self.ffn_hidden_dim, head_dim=self.head_dim,
                                cap_tokens=cap_tokens, tile=tile, sampler_copies=sampler_copies,
-                               attention=attention_backend(), free_bytes=free_bytes)
+                               attention=attention or attention_backend(), free_bytes=free_bytes)
 
     def check_memory(self, height: int, width: int, batch: int, dtype_bytes: int, cap_tokens: int, setting,
                      budget: int, device, sampler_copies: int) -> SamplingMemory:
@@ -350,10 +351,8 @@ def call_memory(dit: NextDiTL2P, shape, dtype_bytes: int, cap_tokens: int, free_
     batch = int(shape[0])
     if tile == "auto":
         tile = auto_tile_size(dit.head_variant, height, width, batch, free_bytes, dtype_bytes, feature_dim=dit.dim)
-    return sampling_memory(dit.head_variant, int(shape[-2]), int(shape[-1]), batch, dtype_bytes,
-                           patch=dit.patch_size, dim=dit.dim, ffn_dim=dit.ffn_hidden_dim, head_dim=dit.head_dim,
-                           cap_tokens=cap_tokens, tile=int(tile), sampler_copies=1,
-                           attention=attention or attention_backend(), free_bytes=free_bytes)
+    return dit.memory_estimate(int(shape[-2]), int(shape[-1]), batch, dtype_bytes, cap_tokens, int(tile), 1,
+                               free_bytes, attention)
 
 
 class L2PModel(comfy.model_base.Lumina2):
