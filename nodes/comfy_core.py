@@ -41,6 +41,9 @@ Memory: S14 ``ldm.modules.attention.optimized_attention`` (the function core cho
   spends memory: ``attention_sub_quad`` / ``attention_split`` chunk to the free memory, ``attention_basic`` holds
   every score); S15 ``BaseModel.memory_required(input_shape, cond_shapes)`` (overridden: the per-part estimate;
   ``cond_shapes["c_crossattn"]`` sizes give the caption length), which core's samplers call to load and batch.
+Step caching: S16 ``NextDiT.forward`` runs ``_forward`` through the ``WrappersMP.DIFFUSION_MODEL`` wrappers, which may
+  answer a call without it (the stock EasyCache and LazyCache reuse a step's output change); ``_forward`` is
+  only noted as entered (the S1-S3 checks apply to calls that entered it).
 Other internals the nodes use, re-exported here: ``model_management`` (devices, dtypes, interrupts),
   ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
   ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``; the install's folder, from
@@ -216,15 +219,17 @@ class NextDiTL2P(NextDiTFromShapes):
         self.free_memory = comfy.model_management.get_free_memory  # L2PModel points it at its patcher's
         self._step: tuple[torch.Tensor, dict] | None = None  # (padded pixels, transformer_options) of this call
         self._decoded = False  # unpatchify ran the head in this call
+        self._ran_trunk = False  # core's _forward ran in this call (a step cache's wrapper may skip it)
         self._memory_checked: tuple | None = None  # the call shape whose memory was last found to fit
 
     def forward(self, x, timesteps, context, num_tokens, attention_mask=None, **kwargs):
         options = kwargs.get("transformer_options") or {}
         self.check_inputs(x, context, options)
-        self._step, self._decoded = None, False
+        self._step, self._decoded, self._ran_trunk = None, False, False
         try:
             out = super().forward(x, timesteps, context, num_tokens, attention_mask, **kwargs)
-            if not self._decoded or out.shape[-2:] != x.shape[-2:]:
+            # A DIFFUSION_MODEL wrapper may answer without the trunk (EasyCache, LazyCache: a cached step, S16).
+            if (self._ran_trunk and not self._decoded) or out.shape[-2:] != x.shape[-2:]:
                 raise CoreChanged("NextDiT._forward no longer runs patchify_and_embed -> final_layer -> unpatchify "
                                   "once per call")
         finally:
@@ -296,6 +301,10 @@ class NextDiTL2P(NextDiTFromShapes):
         raise L2PInputError(f"{width}x{height} (batch {batch}) needs about {gib(need.total)} to sample on {device} "
                             f"(trunk {gib(need.trunk)} for {need.tokens:,} tokens, head {gib(need.head)} {tiles}, "
                             f"images {gib(need.images)}) but {gib(budget)} is free: {advice}")
+
+    def _forward(self, *args, **kwargs):
+        self._ran_trunk = True  # core's forward called it (through the wrappers), so it must reach unpatchify
+        return super()._forward(*args, **kwargs)
 
     def patchify_and_embed(self, x, *args, **kwargs):
         # Core padded x to the patch; the head also needs its own multiple (320 for the 10K head).
