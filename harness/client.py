@@ -206,6 +206,7 @@ class ComfyClient:
             while True:
                 entry = self.history(prompt_id)
                 if entry is not None:
+                    self._drain(ws, prompt_id, events, on_event)
                     return self._result(prompt_id, entry, events, time.monotonic() - start)
                 if not self.running:
                     raise ComfyServerError(f"ComfyUI died while running prompt {prompt_id}\n{self.log_tail()}")
@@ -216,19 +217,16 @@ class ComfyClient:
                 # Read events until ours finishes or a 1 s lull, then re-check history/process/deadline above.
                 while time.monotonic() < deadline:
                     try:
-                        raw = ws.recv()
+                        event = self._receive(ws, prompt_id)
                     except websocket.WebSocketTimeoutException:
                         break
                     except (websocket.WebSocketException, OSError):
                         time.sleep(0.5)  # connection lost: keep polling history until the deadline
                         break
-                    if not isinstance(raw, str):
-                        continue  # binary previews
-                    msg = json.loads(raw)
-                    kind, data = msg.get("type", ""), msg.get("data") or {}
-                    if data.get("prompt_id") != prompt_id:
+                    if event is None:
                         continue
-                    events.append((kind, data))
+                    kind, data = event
+                    events.append(event)
                     if on_event is not None:
                         on_event(kind, data)
                     if kind in ("execution_error", "execution_interrupted") or (
@@ -238,6 +236,38 @@ class ComfyClient:
         finally:
             with contextlib.suppress(Exception):
                 ws.close()
+
+    @staticmethod
+    def _receive(ws: Any, prompt_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The next websocket message as (type, data) when it is one of ``prompt_id``'s events, else None
+        (binary previews, other prompts). Raises the websocket's timeout and connection errors."""
+        raw = ws.recv()
+        if not isinstance(raw, str):
+            return None
+        msg = json.loads(raw)
+        kind, data = msg.get("type", ""), msg.get("data") or {}
+        return (kind, data) if data.get("prompt_id") == prompt_id else None
+
+    def _drain(self, ws: Any, prompt_id: str, events: list[tuple[str, dict[str, Any]]],
+               on_event: EventCallback | None, wait: float = 0.5) -> None:
+        """The prompt's events still in flight once history has it (it is written before the last ones are
+        sent), up to its final ``executing None``, so ``on_event`` and ``events`` see the whole run."""
+        import websocket
+
+        if any(k == "executing" and d.get("node") is None for k, d in events):
+            return
+        deadline = time.monotonic() + wait
+        with contextlib.suppress(websocket.WebSocketException, OSError):
+            ws.settimeout(wait)
+            while time.monotonic() < deadline:
+                event = self._receive(ws, prompt_id)
+                if event is None:
+                    continue
+                events.append(event)
+                if on_event is not None:
+                    on_event(*event)
+                if event[0] == "executing" and event[1].get("node") is None:
+                    return
 
     @staticmethod
     def _result(

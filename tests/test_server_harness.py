@@ -69,6 +69,17 @@ def test_empty_image_to_png(comfy_server: ComfyServer) -> None:
         assert img.convert("RGB").getpixel((5, 5)) == (0x33, 0x66, 0xCC)
 
 
+def test_a_run_reports_every_event_up_to_the_end(comfy_server: ComfyServer) -> None:
+    """History is written before the last events are sent: a fast run must still hand them all to on_event."""
+    for i in range(8):
+        seen: list[tuple[str, object]] = []
+        result = comfy_server.run(empty_image_prompt(32, 32, i, _prefix("events")), timeout=120,
+                                  on_event=lambda kind, data, seen=seen: seen.append((kind, data.get("node"))))
+        assert result.ok, result.describe()
+        assert seen == [(k, d.get("node")) for k, d in result.events]
+        assert ("execution_success", None) in seen and seen[-1] == ("executing", None), seen
+
+
 def test_pixel_space_latent_decode_to_png(comfy_server: ComfyServer) -> None:
     """The pixel-space path L2P relies on: an RGB 'latent' decoded by VAELoader('pixel_space')."""
     prompt = {
