@@ -41,9 +41,12 @@ Memory: S14 ``ldm.modules.attention.optimized_attention`` (the function core cho
   spends memory: ``attention_sub_quad`` / ``attention_split`` chunk to the free memory, ``attention_basic`` holds
   every score); S15 ``BaseModel.memory_required(input_shape, cond_shapes)`` (overridden: the per-part estimate;
   ``cond_shapes["c_crossattn"]`` sizes give the caption length), which core's samplers call to load and batch.
-Step caching: S16 ``NextDiT.forward`` runs ``_forward`` through the ``WrappersMP.DIFFUSION_MODEL`` wrappers, which may
-  answer a call without it (the stock EasyCache and LazyCache reuse a step's output change); ``_forward`` is
-  only noted as entered (the S1-S3 checks apply to calls that entered it).
+Step caching: S16 ``NextDiT.forward`` runs ``_forward`` through the ``WrappersMP.DIFFUSION_MODEL`` wrappers
+  (``patcher_extension.get_all_wrappers``), which may answer a call without it (the stock EasyCache reuses a
+  step's output change); ``_forward`` is only noted as entered (the S1-S3 checks apply to calls that entered
+  it). EasyCache adds the cached change to its input in place; where no dtype cast copied it, that input is the
+  tensor ``BaseModel.apply_model`` then passes to ``calculate_denoised`` (fp32, e.g. on CPU), which turned every
+  cached step into noise: with such wrappers present the forward hands them a copy of the image.
 Other internals the nodes use, re-exported here: ``model_management`` (devices, dtypes, interrupts),
   ``utils.ProgressBar``, ``model_sampling`` flow classes, ``sd.CLIP`` / ``sd.VAE``, ``sd1_clip``,
   ``text_encoders.llama`` / ``z_image``, ``supported_models_base.ClipTarget``; the install's folder, from
@@ -72,6 +75,7 @@ import comfy.model_detection
 import comfy.model_management
 import comfy.model_patcher
 import comfy.model_sampling
+import comfy.patcher_extension
 import comfy.sample
 import comfy.sd
 import comfy.supported_models
@@ -226,6 +230,8 @@ class NextDiTL2P(NextDiTFromShapes):
         options = kwargs.get("transformer_options") or {}
         self.check_inputs(x, context, options)
         self._step, self._decoded, self._ran_trunk = None, False, False
+        if comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, options):
+            x = x.clone()  # a wrapper may write into its input, which is core's x for calculate_denoised (S16)
         try:
             out = super().forward(x, timesteps, context, num_tokens, attention_mask, **kwargs)
             # A DIFFUSION_MODEL wrapper may answer without the trunk (EasyCache, LazyCache: a cached step, S16).

@@ -6,6 +6,8 @@ skipped step is not a broken core (seam S16), and a threshold of 0 (never skip) 
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 
 import numpy as np
@@ -15,6 +17,7 @@ from PIL import Image
 from harness.graph import tiny_demo_prompt
 from harness.server import ComfyServer
 from l2p.tiny import write_demo_models
+from scripts.demo import DEMO_L2P, DEMO_TE, SHAPES_WORKFLOW, SHIPPED, prompt_graph
 
 CACHES = ("EasyCache", "LazyCache")
 STEPS = 12
@@ -30,11 +33,17 @@ def prompt(cache: str | None = None, threshold: float = 0.2, seed: int = 9) -> d
     """The tiny demo at 64x64, one image, CFG 2 (cond and uncond share a call), ``cache`` before the sampler."""
     graph = tiny_demo_prompt({"7": {"steps": STEPS, "seed": seed},
                               "6": {"width": 64, "height": 64, "batch_size": 1}})
-    if cache:
-        graph["20"] = {"class_type": cache, "inputs": {"model": ["5", 0], "reuse_threshold": threshold,
-                                                       "start_percent": 0.15, "end_percent": 0.95,
-                                                       "verbose": True}}
-        graph["7"]["inputs"]["model"] = ["20", 0]
+    return with_cache(graph, cache, threshold) if cache else graph
+
+
+def with_cache(graph: dict, cache: str, threshold: float) -> dict:
+    """``graph`` with the ``cache`` node (verbose, the nodes' default range) between the model and the KSampler."""
+    sampler = next(k for k, v in graph.items() if v["class_type"] == "KSampler")
+    graph = copy.deepcopy(graph)
+    graph["cache"] = {"class_type": cache, "inputs": {"model": graph[sampler]["inputs"]["model"],
+                                                      "reuse_threshold": threshold, "start_percent": 0.15,
+                                                      "end_percent": 0.95, "verbose": True}}
+    graph[sampler]["inputs"]["model"] = ["cache", 0]
     return graph
 
 
@@ -61,3 +70,24 @@ def test_a_step_cache_skips_steps_on_l2p_and_threshold_zero_changes_nothing(serv
     assert skips >= 2, server.log_tail(60)  # steps really were answered from the cache
     assert not np.array_equal(plain, cached)
     assert cached.std() > 1.0  # an image, not a flat fill
+
+
+@pytest.mark.parametrize("cache", CACHES)
+def test_a_cached_image_stays_near_the_uncached_one(server, cache):
+    """On the shipped shapes-world model (trained, fp32 on CPU): a cached step reuses the last change, so the image
+    moves less than to another seed's image. (EasyCache adds the cached change to its input in place; in fp32 that
+    input was core's x for the denoised value, and every cached step turned the image into noise.)"""
+    for kind, name in (("l2p", DEMO_L2P), ("text_encoders", DEMO_TE)):
+        server.add_model(SHIPPED / kind / name, kind)
+    workflow = json.loads(SHAPES_WORKFLOW.read_text())
+
+    def shapes(seed: int, node: str | None = None) -> dict:
+        graph = prompt_graph(workflow, "a photo of a red circle on a plain background", seed, 1)
+        return with_cache(graph, node, 0.2) if node else graph
+
+    plain, _ = image_and_skips(server, shapes(3), None)
+    other, _ = image_and_skips(server, shapes(4), None)
+    cached, skips = image_and_skips(server, shapes(3, cache), cache)
+    assert skips >= 3, server.log_tail(60)
+    near, far = np.abs(cached - plain).mean(), np.abs(other - plain).mean()
+    assert near < far, f"{cache}: {skips} steps cached, mean |cached - plain| {near:.1f}, other seed {far:.1f}"
