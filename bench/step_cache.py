@@ -31,11 +31,14 @@ import numpy as np
 from PIL import Image
 
 from bench.common import paired_bootstrap, wilson
+from harness.graph import with_step_cache
+from scripts.demo import DEMO_L2P as MODEL
+from scripts.demo import DEMO_TE as TEXT_ENCODER
+from scripts.demo import SHAPES_WORKFLOW as WORKFLOW
+from scripts.demo import SHIPPED
+from scripts.demo import prompt_graph as demo_graph
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = REPO / "workflows" / "api" / "l2p_shapes_demo.api.json"
-SHIPPED = REPO / "shapes_world" / "models"
-MODEL, TEXT_ENCODER = "l2p-shapes-demo.safetensors", "l2p-shapes-te.safetensors"
 OUT = REPO / "bench" / "results" / "step_cache.md"
 PROMPT_SEED = 4242  # held-out scenes: the demo model's training used other seeds (bench/replicate)
 SAMPLER = "KSampler"
@@ -48,15 +51,8 @@ class Config:
     threshold: float = 0.0
 
     def insert(self, graph: dict) -> dict:
-        """``graph`` with this cache node between the model-sampling node and the sampler."""
-        if self.node is None:
-            return graph
-        sampler = next(k for k, v in graph.items() if v["class_type"] == SAMPLER)
-        graph = {**graph, "cache": {"class_type": self.node, "inputs": {
-            "model": graph[sampler]["inputs"]["model"], "reuse_threshold": self.threshold,
-            "start_percent": 0.15, "end_percent": 0.95, "verbose": True}}}
-        graph[sampler] = {**graph[sampler], "inputs": {**graph[sampler]["inputs"], "model": ["cache", 0]}}
-        return graph
+        """``graph`` with this cache node before the sampler (none: unchanged)."""
+        return with_step_cache(graph, self.node, self.threshold, SAMPLER) if self.node else graph
 
 
 CONFIGS = (Config("no cache"), Config("EasyCache 0.2", "EasyCache", 0.2), Config("EasyCache 0.5", "EasyCache", 0.5),
@@ -64,13 +60,8 @@ CONFIGS = (Config("no cache"), Config("EasyCache 0.2", "EasyCache", 0.2), Config
 
 
 def prompt_graph(text: str, seed: int) -> dict:
-    from harness.graph import set_inputs
-
-    graph = json.loads(WORKFLOW.read_text())
-    graph = set_inputs(graph, "L2PDemoTextEncode", where=lambda n: bool(n["inputs"].get("text")), text=text)
-    graph = set_inputs(graph, "KSampler", seed=seed)
-    graph = set_inputs(graph, "L2PEmptyImage", batch_size=1)
-    return set_inputs(graph, "L2PModelLoader", ckpt_name=MODEL)
+    """The demo workflow (scripts/demo.py's own graph builder) at one image."""
+    return demo_graph(json.loads(WORKFLOW.read_text()), text, seed, 1, MODEL)
 
 
 def sampler_seconds(server, graph: dict) -> tuple[float, object]:

@@ -225,13 +225,10 @@ class ComfyClient:
                         break
                     if event is None:
                         continue
-                    kind, data = event
                     events.append(event)
                     if on_event is not None:
-                        on_event(kind, data)
-                    if kind in ("execution_error", "execution_interrupted") or (
-                        kind == "executing" and data.get("node") is None
-                    ):
+                        on_event(*event)
+                    if self._is_last(event):
                         break  # history is written before "executing None"; for errors it follows at once
         finally:
             with contextlib.suppress(Exception):
@@ -254,20 +251,26 @@ class ComfyClient:
         sent), up to its final ``executing None``, so ``on_event`` and ``events`` see the whole run."""
         import websocket
 
-        if any(k == "executing" and d.get("node") is None for k, d in events):
+        if events and self._is_last(events[-1]):
             return
         deadline = time.monotonic() + wait
         with contextlib.suppress(websocket.WebSocketException, OSError):
             ws.settimeout(wait)
             while time.monotonic() < deadline:
                 event = self._receive(ws, prompt_id)
-                if event is None:
-                    continue
-                events.append(event)
-                if on_event is not None:
-                    on_event(*event)
-                if event[0] == "executing" and event[1].get("node") is None:
-                    return
+                if event is not None:
+                    events.append(event)
+                    if on_event is not None:
+                        on_event(*event)
+                    if self._is_last(event):
+                        return
+
+    @staticmethod
+    def _is_last(event: tuple[str, dict[str, Any]]) -> bool:
+        """The run's last event: ``executing None`` (sent after history is written), or an error or interrupt."""
+        kind, data = event
+        return kind in ("execution_error", "execution_interrupted") or (
+            kind == "executing" and data.get("node") is None)
 
     @staticmethod
     def _result(

@@ -82,6 +82,17 @@ TINY_DEMO = Path(__file__).resolve().parents[1] / "workflows" / "api" / "l2p_tin
 SMALL = {"6": {"width": 96, "height": 64, "batch_size": 1}, "7": {"steps": 3}}  # a few seconds on a CPU
 
 
+def with_step_cache(graph: dict[str, Any], node: str, threshold: float, sampler: str = "KSampler") -> Graph:
+    """A copy with a stock step-cache node (``EasyCache`` / ``LazyCache``: verbose, the nodes' default range)
+    between the model and the one ``sampler`` node."""
+    sid = node_of(graph, sampler)
+    out = copy.deepcopy(graph)
+    out["cache"] = {"class_type": node, "inputs": {"model": out[sid]["inputs"]["model"], "reuse_threshold": threshold,
+                                                   "start_percent": 0.15, "end_percent": 0.95, "verbose": True}}
+    out[sid]["inputs"]["model"] = ["cache", 0]
+    return out
+
+
 def tiny_demo_prompt(changes: dict[str, dict[str, Any]] | None = None, small: bool = True) -> Graph:
     """The shipped tiny-demo API workflow (``TINY_DEMO``), by default at a small size with few steps (``SMALL``).
 

@@ -6,7 +6,6 @@ skipped step is not a broken core (seam S16), and a threshold of 0 (never skip) 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.graph import tiny_demo_prompt
+from harness.graph import tiny_demo_prompt, with_step_cache
 from harness.server import ComfyServer
 from l2p.tiny import write_demo_models
 from scripts.demo import DEMO_L2P, DEMO_TE, SHAPES_WORKFLOW, SHIPPED, prompt_graph
@@ -33,18 +32,7 @@ def prompt(cache: str | None = None, threshold: float = 0.2, seed: int = 9) -> d
     """The tiny demo at 64x64, one image, CFG 2 (cond and uncond share a call), ``cache`` before the sampler."""
     graph = tiny_demo_prompt({"7": {"steps": STEPS, "seed": seed},
                               "6": {"width": 64, "height": 64, "batch_size": 1}})
-    return with_cache(graph, cache, threshold) if cache else graph
-
-
-def with_cache(graph: dict, cache: str, threshold: float) -> dict:
-    """``graph`` with the ``cache`` node (verbose, the nodes' default range) between the model and the KSampler."""
-    sampler = next(k for k, v in graph.items() if v["class_type"] == "KSampler")
-    graph = copy.deepcopy(graph)
-    graph["cache"] = {"class_type": cache, "inputs": {"model": graph[sampler]["inputs"]["model"],
-                                                      "reuse_threshold": threshold, "start_percent": 0.15,
-                                                      "end_percent": 0.95, "verbose": True}}
-    graph[sampler]["inputs"]["model"] = ["cache", 0]
-    return graph
+    return with_step_cache(graph, cache, threshold) if cache else graph
 
 
 def image_and_skips(server: ComfyServer, graph: dict, cache: str | None) -> tuple[np.ndarray, int]:
@@ -83,7 +71,7 @@ def test_a_cached_image_stays_near_the_uncached_one(server, cache):
 
     def shapes(seed: int, node: str | None = None) -> dict:
         graph = prompt_graph(workflow, "a photo of a red circle on a plain background", seed, 1)
-        return with_cache(graph, node, 0.2) if node else graph
+        return with_step_cache(graph, node, 0.2) if node else graph
 
     plain, _ = image_and_skips(server, shapes(3), None)
     other, _ = image_and_skips(server, shapes(4), None)
