@@ -42,6 +42,9 @@ from torch import nn
 from .format.keys import HEAD_PREFIX
 
 TORCH_OPS = SimpleNamespace(Conv2d=nn.Conv2d)
+# Sampling decodes a level in this many row strips once it has STREAM_MIN_ROWS rows (DetailerHead._decode_level):
+# a strip's temporaries are about 1/8 of the level's, its 2+2 halo rows a few percent of its work.
+STREAM_STRIPS, STREAM_MIN_ROWS = 8, 256
 
 
 def _conv(ops, cin: int, cout: int, k: int, device=None, dtype=None) -> nn.Module:
@@ -163,21 +166,64 @@ class DetailerHead(nn.Module):
         return F.interpolate(features, size=tuple(size), mode="nearest")
 
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """x: noisy image [B, C, H, W]; features: DiT map [B, D, Ht, Wt] (see ``fit_features``)."""
+        """x: noisy image [B, C, H, W]; features: DiT map [B, D, Ht, Wt] (see ``fit_features``).
+
+        Without autograd (sampling) the SiLUs run in place and the decoder runs level by level in row strips, so
+        that a level's full-size temporaries never exist; with autograd (training) it runs whole. Both compute the
+        same convolutions on the same inputs."""
         self.check_size(x.shape[-2], x.shape[-1])
+        inplace = not torch.is_grad_enabled()
         skips = []
         h = x
         for st in self.STAGES:
-            h = getattr(self, st.enc)(h)
+            h = _conv_silu(getattr(self, st.enc), h, inplace)
             skips.append(h)
             h = _pool(h)
-        # temporaries inside the calls: a resized feature map and each skip are freed as soon as they are used
-        # (head_tiling.peak_activation_channels replays these lifetimes)
+        # a resized feature map is a temporary of the call, freed as soon as it is used
+        # (head_tiling.peak_activation_elements replays these lifetimes)
         fitted = [self.fit_features(features, h.shape[-2:], (x.shape[-2], x.shape[-1])).to(h.dtype)]
-        h = self.bottleneck(torch.cat([h, fitted.pop()], dim=1))
-        for st in reversed(self.STAGES):
-            h = getattr(self, st.dec)(torch.cat([getattr(self, st.up)(h), skips.pop()], dim=1))
-        return self.out_conv(h)
+        h = _conv_silu(self.bottleneck, torch.cat([h, fitted.pop()], dim=1), inplace)
+        # Decoder: dec(cat([up(h), skip])) per level, out_conv after level 0. In strips (``stream_rows``) a strip is
+        # computed on its rows plus 2 halo rows per side (the up and dec convs' 3x3 reach; rows are even, so the
+        # nearest 2x upsampling lines up) and keeps its own rows: the whole level's values without its upsampled,
+        # concatenated and pre-activation copies. The skip and the inner level's output go as soon as they are used.
+        for level in reversed(range(len(self.STAGES))):
+            st = self.STAGES[level]
+            up, dec = getattr(self, st.up), getattr(self, st.dec)
+            skip = skips.pop()
+            height = skip.shape[-2]
+            rows = stream_rows(height) if inplace else height
+            out = None
+            for r0 in range(0, height, rows):
+                r1 = min(height, r0 + rows)
+                a, b = max(0, r0 - 2), min(height, r1 + 2)
+                part = torch.cat([up(h[..., a // 2:b // 2, :]), skip[..., a:b, :]], dim=1)
+                if r1 == height:
+                    del skip, h
+                part = _conv_silu(dec, part, inplace)
+                if level == 0:
+                    part = self.out_conv(part)  # 1x1: the halo rows cost little, and no strided slice is copied
+                if rows < height:
+                    if out is None:
+                        out = part.new_empty((*part.shape[:-2], height, part.shape[-1]))
+                    out[..., r0:r1, :] = part[..., r0 - a:r1 - a, :]
+                    del part
+            h = part if out is None else out
+        return h
+
+
+def stream_rows(height: int) -> int:
+    """Rows per decoder strip for a level ``height`` rows tall: ``STREAM_STRIPS`` even-sized strips when the level
+    has at least ``STREAM_MIN_ROWS`` rows, else the whole level (one strip, no halo)."""
+    if height < STREAM_MIN_ROWS:
+        return height
+    rows = -(-height // STREAM_STRIPS)
+    return rows + rows % 2
+
+
+def _conv_silu(block: nn.Module, h: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """A ``Sequential(conv, SiLU)`` block; without autograd the SiLU overwrites the conv output."""
+    return F.silu(block[0](h), inplace=inplace)
 
 
 class DetailerHead1K(DetailerHead):

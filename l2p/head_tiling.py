@@ -12,12 +12,11 @@ tests/test_heads.py). A tile's core equals the untiled output exactly when
 * the halo is at least the receptive radius, rounded up to the grid: 64, 256, 512, 320 px;
 * tiles are clipped to the image, never padded, so the convs' zero padding at the true border is untouched.
 
-Memory. ``peak_activation_channels`` replays the tensor lifetimes of ``DetailerHead.forward`` (encoder outputs
-kept as skips and freed when the decoder pops them; Sequential temporaries freed after the next layer; the
-cat of up and skip alive during the dec conv and its SiLU) and returns the peak of the live channels, each
-weighted by its resolution (a tensor at level l, H/2**l, counts 4**-l per full-resolution pixel). Times the
-element size that is the activation bytes per image pixel; ``SLACK`` covers conv workspaces and allocator
-rounding.
+Memory. ``peak_activation_elements`` replays the tensor lifetimes of the sampling forward of ``DetailerHead``
+(SiLUs in place; encoder outputs kept as skips; the decoder level by level in row strips, each level's output
+filled strip by strip, the skip and the inner output freed after the last strip is cut) and returns the peak of
+the live elements; tests/test_heads.py checks it against the live bytes of the real forward, exactly. Times the
+element size that is the activation bytes; ``SLACK`` covers conv workspaces and allocator rounding.
 
 Sampling memory (``sampling_memory``): what one model call needs besides the weights, so that a size that cannot
 fit is refused before sampling starts. The call's peak is the larger of the trunk stage (one NextDiT block's
@@ -37,10 +36,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .head import HEAD_VARIANTS, DetailerHead
+from .head import HEAD_VARIANTS, DetailerHead, stream_rows
 
 # Margin on the replayed liveness for conv workspaces / allocator rounding: an assumption, not a measurement.
 SLACK = 1.25
+NATIVE_SIDE = {"1k": 1024, "4k": 4096, "8k": 8192, "10k": 10240}
 
 
 def tile_grid(head: DetailerHead | type[DetailerHead]) -> int:
@@ -93,72 +93,92 @@ def _head_class(variant: str | type[DetailerHead]) -> type[DetailerHead]:
     return HEAD_VARIANTS[variant].cls if isinstance(variant, str) else variant
 
 
-def peak_activation_channels(variant: str | type[DetailerHead], feature_dim: int = 3840,
-                             in_channels: int = 3) -> float:
-    """Peak live activations of one forward, in channels per full-resolution pixel (see the module doc).
+def peak_activation_elements(variant: str | type[DetailerHead], height: int, width: int, feature_dim: int = 3840,
+                             in_channels: int = 3, streamed: bool = True) -> int:
+    """Peak live activation elements of one forward on one height x width image (see the module doc).
 
-    The input image is counted (a tile slice may be copied to contiguous memory); the caller's feature map is
-    not, but the 10k head's resized copy of it is. ``variant`` may also be a head class.
+    ``streamed``: the sampling path (no autograd: SiLUs in place, decoder levels in ``stream_rows`` strips);
+    False replays the whole-level path without autograd's saved tensors. The input image is counted (a tile
+    slice may be copied to contiguous memory); the caller's feature map is not, but the 10k head's resized copy
+    of it is. ``variant`` may also be a head class.
     """
     cls = _head_class(variant)
-    alive = peak = float(in_channels)
+    alive = peak = in_channels * height * width
 
-    def alloc(channels: int, level: int) -> None:
+    def px(level: int, rows: int | None = None) -> int:
+        return ((height >> level) if rows is None else rows) * (width >> level)
+
+    def alloc(n: int) -> None:
         nonlocal alive, peak
-        alive += channels / 4 ** level
+        alive += n
         peak = max(peak, alive)
 
-    def free(channels: int, level: int) -> None:
+    def free(n: int) -> None:
         nonlocal alive
-        alive -= channels / 4 ** level
+        alive -= n
+
+    def conv_silu(channels: int, n: int) -> None:  # a conv and its SiLU: in place, or a copy and the conv freed
+        alloc(channels * n)
+        if not streamed:
+            alloc(channels * n)
+            free(channels * n)
 
     cin = in_channels
     for level, st in enumerate(cls.STAGES):
-        alloc(st.enc_out, level)  # conv
-        alloc(st.enc_out, level)  # SiLU
-        free(st.enc_out, level)  # conv output dropped; the SiLU output is the skip
+        conv_silu(st.enc_out, px(level))  # its output is the skip
         if level:
-            free(cin, level)  # the pooled input of this stage
-        alloc(st.enc_out, level + 1)  # pool
+            free(cin * px(level))  # the pooled input of this stage
+        alloc(st.enc_out * px(level + 1))  # pool
         cin = st.enc_out
     bottom = len(cls.STAGES)
-    resized = feature_dim if cls.feature_injection == "resize" else 0
-    alloc(resized, bottom)
-    alloc(cin + feature_dim, bottom)  # cat([pooled, features])
-    free(resized, bottom)
-    alloc(cls.bottleneck_out, bottom)  # conv
-    alloc(cls.bottleneck_out, bottom)  # SiLU
-    free(cls.bottleneck_out, bottom)
-    free(cin + feature_dim, bottom)
-    free(cin, bottom)
+    resized = feature_dim * px(bottom) if cls.feature_injection == "resize" else 0
+    alloc(resized)
+    alloc((cin + feature_dim) * px(bottom))  # cat([pooled, features])
+    free(resized)
+    conv_silu(cls.bottleneck_out, px(bottom))
+    free((cin + feature_dim) * px(bottom))
+    free(cin * px(bottom))
     ch = cls.bottleneck_out
     for level in reversed(range(bottom)):
         st = cls.STAGES[level]
-        alloc(ch, level)  # nearest upsample
-        alloc(st.up_out, level)  # up conv
-        free(ch, level)
-        alloc(st.up_out + st.enc_out, level)  # cat([up, skip])
-        free(st.up_out, level)
-        free(st.enc_out, level)  # the skip, popped
-        alloc(st.dec_out, level)  # conv
-        alloc(st.dec_out, level)  # SiLU
-        free(st.dec_out, level)
-        free(st.up_out + st.enc_out, level)
-        free(ch, level + 1)  # the previous decoder output
+        rows_total = height >> level
+        rows = stream_rows(rows_total) if streamed else rows_total
+        out_ch = in_channels if level == 0 else st.dec_out
+        for r0 in range(0, rows_total, rows):
+            r1 = min(rows_total, r0 + rows)
+            n = px(level, min(rows_total, r1 + 2) - max(0, r0 - 2))
+            alloc(ch * n)  # nearest upsample of the inner rows
+            alloc(st.up_out * n)  # up conv
+            free(ch * n)
+            alloc((st.up_out + st.enc_out) * n)  # cat([up, skip rows])
+            free(st.up_out * n)
+            if r1 == rows_total:  # the last strip has been cut: the inner output and the skip go
+                free(ch * px(level + 1) + st.enc_out * px(level))
+            conv_silu(st.dec_out, n)
+            free((st.up_out + st.enc_out) * n)
+            if level == 0:
+                alloc(in_channels * n)  # out_conv
+                free(st.dec_out * n)
+            if rows < rows_total:
+                if r0 == 0:
+                    alloc(out_ch * px(level))  # the level's output, filled strip by strip
+                free(out_ch * n)
         ch = st.dec_out
-    alloc(in_channels, 0)  # out_conv
     return peak
 
 
-def activation_bytes_per_pixel(variant: str, dtype_bytes: int, feature_dim: int = 3840) -> float:
-    """Estimated head activation bytes per image pixel and batch item (``SLACK`` included)."""
-    return peak_activation_channels(variant, feature_dim) * dtype_bytes * SLACK
+def peak_activation_channels(variant: str | type[DetailerHead], feature_dim: int = 3840, in_channels: int = 3,
+                             streamed: bool = True) -> float:
+    """``peak_activation_elements`` per image pixel at the variant's native size (1024² ... 10240²)."""
+    side = NATIVE_SIDE[_head_class(variant).variant]
+    return peak_activation_elements(variant, side, side, feature_dim, in_channels, streamed) / side ** 2
 
 
 def head_memory_bytes(variant: str, height: int, width: int, batch: int, dtype_bytes: int,
                       feature_dim: int = 3840) -> int:
-    """Estimated activation memory of one untiled head forward on a batch of height x width images."""
-    return math.ceil(activation_bytes_per_pixel(variant, dtype_bytes, feature_dim) * height * width * batch)
+    """Estimated activation memory of one untiled sampling forward of the head on a batch of height x width
+    images (``SLACK`` included)."""
+    return math.ceil(peak_activation_elements(variant, height, width, feature_dim) * batch * dtype_bytes * SLACK)
 
 
 def tiled_memory_bytes(variant: str, height: int, width: int, batch: int, dtype_bytes: int, tile: int,

@@ -34,6 +34,7 @@ from l2p.head_tiling import (
     auto_tile_size,
     head_memory_bytes,
     peak_activation_channels,
+    peak_activation_elements,
     run_head_tiled,
     tile_grid,
     tile_halo,
@@ -193,12 +194,17 @@ class LiveBytes(TorchDispatchMode):
 
 
 SMALLEST = {"1k": (32, 48), "4k": (128, 192), "8k": (128, 256), "10k": (320, 640)}
+# Tall enough that sampling decodes the outer level(s) in row strips (l2p.head.STREAM_MIN_ROWS); 1k: its
+# second level, 264 rows, in 34-row strips and a shorter last one.
+STREAMED = {"1k": (528, 64), "4k": (512, 128), "8k": (512, 256), "10k": (640, 320)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_forward_shape_and_measured_peak_memory(variant):
-    """Real heads at their smallest sizes; the replayed liveness matches the live bytes of the real forward."""
-    height, width = SMALLEST[variant]
+@pytest.mark.parametrize("sizes", [SMALLEST, STREAMED], ids=["whole", "strips"])
+def test_forward_shape_and_measured_peak_memory(variant, sizes):
+    """Real heads; the replayed liveness matches the live bytes of the real sampling forward exactly, and the
+    sampling forward (SiLUs in place, strips) gives the training forward's output bit for bit."""
+    height, width = sizes[variant]
     feature_dim = 2
     head = seeded(HEAD_VARIANTS[variant].cls, feature_dim, dtype=torch.float32)
     p = PATCH[variant]
@@ -208,9 +214,23 @@ def test_forward_shape_and_measured_peak_memory(variant):
     with torch.no_grad(), mode:
         out = head(x, f)
     assert out.shape == x.shape and torch.isfinite(out).all()
-    estimate = peak_activation_channels(variant, feature_dim=feature_dim) * height * width * 4
+    estimate = peak_activation_elements(variant, height, width, feature_dim=feature_dim) * 4
     # the estimate also counts the 3 input channels (a tile slice may be copied); nothing else differs
     assert mode.peak == estimate - 3 * height * width * 4
+    assert torch.equal(out, head(x, f).detach())  # with autograd: whole levels, SiLU copies
+
+
+def test_strips_are_needed_for_the_lower_peak(monkeypatch):
+    """The replay is sensitive to the strips: decoding whole levels without autograd peaks higher, as replayed."""
+    height, width = STREAMED["4k"]
+    head = seeded(HEAD_VARIANTS["4k"].cls, 2, dtype=torch.float32)
+    x, f = torch.randn(1, 3, height, width), torch.randn(1, 2, height // 64, width // 64)
+    monkeypatch.setattr(head_mod, "stream_rows", lambda rows: rows)
+    mode = LiveBytes(x, f, *head.parameters())
+    with torch.no_grad(), mode:
+        head(x, f)
+    monkeypatch.undo()
+    assert mode.peak > peak_activation_elements("4k", height, width, 2) * 4
 
 
 def test_10k_token_map_uses_legacy_nearest():
@@ -381,8 +401,10 @@ def test_tile_rounding_and_untiled_cases():
 
 
 def test_memory_estimates_scale_and_order():
-    per_px = {v: peak_activation_channels(v) for v in VARIANTS}
-    assert per_px == {"1k": 275.0, "4k": 71.0, "8k": 58.0, "10k": 58.0}
+    per_px = {v: round(peak_activation_channels(v), 1) for v in VARIANTS}  # at each head's native size
+    assert per_px == {"1k": 149.0, "4k": 36.1, "8k": 17.4, "10k": 17.4}
+    whole = {v: peak_activation_channels(v, streamed=False) for v in VARIANTS}  # the training forward's layout
+    assert whole == {"1k": 275.0, "4k": 71.0, "8k": 54.0, "10k": 54.0}
     b = head_memory_bytes("4k", 4096, 4096, 1, 2)
     assert head_memory_bytes("4k", 4096, 4096, 2, 2) == 2 * b
     assert head_memory_bytes("4k", 4096, 4096, 1, 4) == 2 * b
