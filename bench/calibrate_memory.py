@@ -22,27 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import resource
-import subprocess
 import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.measure import run_child, vm_status  # noqa: E402
+
 BACKENDS = {"linear": "attention_pytorch", "sub_quad": "attention_sub_quad"}
 CAP_TOKENS = 128
 MB = 2**20
-
-
-def peak_bytes() -> float:
-    """This process's peak resident memory: /proc's VmHWM, which starts afresh at exec. (getrusage's ru_maxrss
-    does not: Linux carries it over from the parent, so a case started by a large pytest process measured 0.)"""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) * 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
 
 
 def measure(case: dict) -> dict:
@@ -86,25 +76,18 @@ def measure(case: dict) -> dict:
     options = {"optimized_attention_override": override, core.HEAD_TILE: case["tile"]}
     free = int(comfy.model_management.get_free_memory(x.device))
     estimate = core.call_memory(dit, x.shape, x.element_size(), CAP_TOKENS, free, case["tile"], case["backend"])
-    base = peak_bytes()
+    base = vm_status()["VmHWM"]  # /proc's high-water mark starts afresh at exec (getrusage's does not)
     start = time.perf_counter()
     with torch.no_grad():
         dit(x, sigma, cap, CAP_TOKENS, transformer_options=options)
-    return {**case, "measured": max(0.0, peak_bytes() - base), "estimate": estimate.total, "free": free,
+    return {**case, "measured": max(0.0, vm_status()["VmHWM"] - base), "estimate": estimate.total, "free": free,
             "trunk": estimate.trunk, "head": estimate.head, "images": estimate.images,
             "seconds": time.perf_counter() - start}
 
 
 def run_case(case: dict, timeout: float | None = None) -> dict:
-    """``measure(case)`` in a fresh process. glibc's malloc gets a fixed mmap threshold there: large tensors are
-    mapped and unmapped as they live and die, so the peak RSS is the peak of live memory (with its default,
-    adaptive threshold the same case measured 451 and 634 MiB in two runs; with this, 438 and 439)."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(case)], capture_output=True, text=True,
-                         env=env, timeout=timeout)
-    if out.returncode:
-        raise RuntimeError(f"{case}: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """``measure(case)`` in a fresh process (``bench.measure.run_child``: peak RSS = peak of live memory)."""
+    return run_child([__file__, "--one", json.dumps(case)], timeout=timeout)
 
 
 def core_estimates(case: dict, factor: float, dtype_bytes: int = 2) -> tuple[float, float]:

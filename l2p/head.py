@@ -30,6 +30,7 @@ Parameter names match the official ``local_decoder.*`` keys. ``ops`` lets ComfyU
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -42,9 +43,10 @@ from torch import nn
 from .format.keys import HEAD_PREFIX
 
 TORCH_OPS = SimpleNamespace(Conv2d=nn.Conv2d)
-# Sampling decodes a level in this many row strips once it has STREAM_MIN_ROWS rows (DetailerHead._decode_level):
-# a strip's temporaries are about 1/8 of the level's, its 2+2 halo rows a few percent of its work.
-STREAM_STRIPS, STREAM_MIN_ROWS = 8, 256
+# Sampling runs a level in this many row strips once it has STREAM_MIN_ROWS rows (DetailerHead.forward): a strip's
+# temporaries are 1/16 of the level's, its halo rows a few percent of its work. The outer RECOMPUTED_LEVELS levels
+# recompute their skips per strip (their convs are the cheapest: 3 or 16 input channels) instead of keeping them.
+STREAM_STRIPS, STREAM_MIN_ROWS, RECOMPUTED_LEVELS = 16, 256, 2
 
 
 def _conv(ops, cin: int, cout: int, k: int, device=None, dtype=None) -> nn.Module:
@@ -168,53 +170,78 @@ class DetailerHead(nn.Module):
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """x: noisy image [B, C, H, W]; features: DiT map [B, D, Ht, Wt] (see ``fit_features``).
 
-        Without autograd (sampling) the SiLUs run in place and the decoder runs level by level in row strips, so
-        that a level's full-size temporaries never exist; with autograd (training) it runs whole. Both compute the
-        same convolutions on the same inputs."""
+        With autograd (training) every level runs whole. Without it (sampling) the same convolutions run on the
+        same inputs in a different order, for memory (``head_tiling.head_memory_bytes`` traces it): SiLUs in place;
+        the outer ``RECOMPUTED_LEVELS`` levels, full-resolution and cheap, run in row strips and their skips are
+        recomputed from the image per strip instead of kept; every level with ``STREAM_MIN_ROWS`` rows decodes in
+        strips. A strip is computed on its rows plus a halo as deep as its convs reach and keeps its own rows."""
         self.check_size(x.shape[-2], x.shape[-1])
-        inplace = not torch.is_grad_enabled()
+        sampling = not torch.is_grad_enabled()
+        outer = min(RECOMPUTED_LEVELS, len(self.STAGES) - 1) if sampling else 0
         skips = []
-        h = x
-        for st in self.STAGES:
-            h = _conv_silu(getattr(self, st.enc), h, inplace)
+        if outer:
+            h = self._strips(x.shape[-2] >> outer, lambda a, b: _pool(self._skip_rows(x, outer - 1, 2 * a, 2 * b)),
+                             0, x.shape[-2] >> outer, stream_rows(x.shape[-2]) >> outer)
+        else:
+            h = x
+        for st in self.STAGES[outer:]:
+            h = _conv_silu(getattr(self, st.enc), h, sampling)
             skips.append(h)
             h = _pool(h)
         # a resized feature map is a temporary of the call, freed as soon as it is used
-        # (head_tiling.peak_activation_elements replays these lifetimes)
         fitted = [self.fit_features(features, h.shape[-2:], (x.shape[-2], x.shape[-1])).to(h.dtype)]
-        h = _conv_silu(self.bottleneck, torch.cat([h, fitted.pop()], dim=1), inplace)
-        # Decoder: dec(cat([up(h), skip])) per level, out_conv after level 0. In strips (``stream_rows``) a strip is
-        # computed on its rows plus 2 halo rows per side (the up and dec convs' 3x3 reach; rows are even, so the
-        # nearest 2x upsampling lines up) and keeps its own rows: the whole level's values without its upsampled,
-        # concatenated and pre-activation copies. The skip and the inner level's output go as soon as they are used.
+        h = _conv_silu(self.bottleneck, torch.cat([h, fitted.pop()], dim=1), sampling)
         for level in reversed(range(len(self.STAGES))):
-            st = self.STAGES[level]
-            up, dec = getattr(self, st.up), getattr(self, st.dec)
-            skip = skips.pop()
-            height = skip.shape[-2]
-            rows = stream_rows(height) if inplace else height
-            out = None
-            for r0 in range(0, height, rows):
-                r1 = min(height, r0 + rows)
-                a, b = max(0, r0 - 2), min(height, r1 + 2)
-                part = torch.cat([up(h[..., a // 2:b // 2, :]), skip[..., a:b, :]], dim=1)
-                if r1 == height:
-                    del skip, h
-                part = _conv_silu(dec, part, inplace)
-                if level == 0:
-                    part = self.out_conv(part)  # 1x1: the halo rows cost little, and no strided slice is copied
-                if rows < height:
-                    if out is None:
-                        out = part.new_empty((*part.shape[:-2], height, part.shape[-1]))
-                    out[..., r0:r1, :] = part[..., r0 - a:r1 - a, :]
-                    del part
-            h = part if out is None else out
+            skip = skips.pop() if level >= outer else None
+            height = x.shape[-2] >> level
+            rows = stream_rows(height) if sampling else height
+            h = self._strips(height, functools.partial(self._decode_rows, level, h, skip, x, sampling), 2, height, rows)
+            del skip
         return h
+
+    def _decode_rows(self, level: int, inner: torch.Tensor, skip: torch.Tensor | None, x: torch.Tensor,
+                     inplace: bool, a: int, b: int) -> torch.Tensor:
+        """Rows a..b of ``dec(cat([up(inner), skip]))`` (and ``out_conv`` at level 0); the skip's rows are
+        recomputed from ``x`` when it was not kept. Rows next to a cut that is not the image border are wrong."""
+        st = self.STAGES[level]
+        skip_rows = skip[..., a:b, :] if skip is not None else self._skip_rows(x, level, a, b)
+        h = torch.cat([getattr(self, st.up)(inner[..., a // 2:b // 2, :]), skip_rows], dim=1)
+        del skip_rows
+        h = _conv_silu(getattr(self, st.dec), h, inplace)
+        return self.out_conv(h) if level == 0 else h  # out_conv is 1x1: its halo rows cost little
+
+    def _skip_rows(self, x: torch.Tensor, level: int, r0: int, r1: int) -> torch.Tensor:
+        """Rows r0..r1 of the encoder output (the skip) at ``level``, from the image rows they depend on: each level's
+        3x3 conv reaches one row, and its input is the pooled output of the level above (exact rows, twice as many)."""
+        height = x.shape[-2] >> level
+        a, b = max(0, r0 - 1), min(height, r1 + 1)
+        h = x[..., a:b, :].contiguous() if level == 0 else _pool(self._skip_rows(x, level - 1, 2 * a, 2 * b))
+        h = _conv_silu(getattr(self, self.STAGES[level].enc), h, True)
+        return h if (a, b) == (r0, r1) else h[..., r0 - a:r1 - a, :]
+
+    @staticmethod
+    def _strips(height: int, compute, halo: int, end: int, rows: int) -> torch.Tensor:
+        """Rows 0..end of a level ``height`` rows tall, ``rows`` at a time: ``compute(a, b)`` gives rows a..b, of which
+        the ``halo`` rows next to a cut inside the image are dropped; the kept rows fill one tensor. One strip (no
+        cut) returns ``compute``'s result as it is."""
+        rows = max(1, rows)
+        out = None
+        for r0 in range(0, end, rows):
+            r1 = min(end, r0 + rows)
+            a, b = max(0, r0 - halo), min(height, r1 + halo)
+            part = compute(a, b)
+            if rows >= end:
+                return part
+            if out is None:
+                out = part.new_empty((*part.shape[:-2], end, part.shape[-1]))
+            out[..., r0:r1, :] = part[..., r0 - a:r1 - a, :]
+            del part
+        return out
 
 
 def stream_rows(height: int) -> int:
-    """Rows per decoder strip for a level ``height`` rows tall: ``STREAM_STRIPS`` even-sized strips when the level
-    has at least ``STREAM_MIN_ROWS`` rows, else the whole level (one strip, no halo)."""
+    """Rows per strip for a level ``height`` rows tall: ``STREAM_STRIPS`` even-sized strips when the level has at
+    least ``STREAM_MIN_ROWS`` rows, else the whole level (one strip, no halo)."""
     if height < STREAM_MIN_ROWS:
         return height
     rows = -(-height // STREAM_STRIPS)

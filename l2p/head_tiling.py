@@ -12,11 +12,11 @@ tests/test_heads.py). A tile's core equals the untiled output exactly when
 * the halo is at least the receptive radius, rounded up to the grid: 64, 256, 512, 320 px;
 * tiles are clipped to the image, never padded, so the convs' zero padding at the true border is untouched.
 
-Memory. ``peak_activation_elements`` replays the tensor lifetimes of the sampling forward of ``DetailerHead``
-(SiLUs in place; encoder outputs kept as skips; the decoder level by level in row strips, each level's output
-filled strip by strip, the skip and the inner output freed after the last strip is cut) and returns the peak of
-the live elements; tests/test_heads.py checks it against the live bytes of the real forward, exactly. Times the
-element size that is the activation bytes; ``SLACK`` covers conv workspaces and allocator rounding.
+Memory. ``peak_activation_elements`` traces the head's sampling forward (``DetailerHead.forward`` without
+autograd: SiLUs in place, outer levels recomputed per strip, levels decoded in strips) on the meta device and
+returns the peak of its live elements, so the estimate is the forward's own tensor lifetimes, not a model of
+them. Times the element size that is the activation bytes; ``SLACK`` covers conv workspaces and allocator
+rounding.
 
 Sampling memory (``sampling_memory``): what one model call needs besides the weights, so that a size that cannot
 fit is refused before sampling starts. The call's peak is the larger of the trunk stage (one NextDiT block's
@@ -30,13 +30,17 @@ searches the largest size or batch whose estimate fits. Pure torch, no ComfyUI i
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from .head import HEAD_VARIANTS, DetailerHead, stream_rows
+from .head import HEAD_VARIANTS, DetailerHead
 
 # Margin on the replayed liveness for conv workspaces / allocator rounding: an assumption, not a measurement.
 SLACK = 1.25
@@ -89,89 +93,59 @@ def run_head_tiled(head: DetailerHead, x: torch.Tensor, features: torch.Tensor, 
     return out
 
 
-def _head_class(variant: str | type[DetailerHead]) -> type[DetailerHead]:
-    return HEAD_VARIANTS[variant].cls if isinstance(variant, str) else variant
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the storages created inside the mode that are still alive, and their peak (``peak``). A storage
+    counts until it is freed, whichever tensor or view held it last; ``known`` storages (inputs, weights) never."""
+
+    def __init__(self, *known: torch.Tensor):
+        super().__init__()
+        self.known = {t.untyped_storage()._cdata for t in known}
+        self.live = self.peak = 0
+
+    def _free(self, nbytes: int, key: int) -> None:
+        self.live -= nbytes
+        self.known.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                if storage._cdata not in self.known:
+                    self.known.add(storage._cdata)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, storage.nbytes(), storage._cdata)
+        return out
 
 
-def peak_activation_elements(variant: str | type[DetailerHead], height: int, width: int, feature_dim: int = 3840,
-                             in_channels: int = 3, streamed: bool = True) -> int:
-    """Peak live activation elements of one forward on one height x width image (see the module doc).
-
-    ``streamed``: the sampling path (no autograd: SiLUs in place, decoder levels in ``stream_rows`` strips);
-    False replays the whole-level path without autograd's saved tensors. The input image is counted (a tile
-    slice may be copied to contiguous memory); the caller's feature map is not, but the 10k head's resized copy
-    of it is. ``variant`` may also be a head class.
-    """
-    cls = _head_class(variant)
-    alive = peak = in_channels * height * width
-
-    def px(level: int, rows: int | None = None) -> int:
-        return ((height >> level) if rows is None else rows) * (width >> level)
-
-    def alloc(n: int) -> None:
-        nonlocal alive, peak
-        alive += n
-        peak = max(peak, alive)
-
-    def free(n: int) -> None:
-        nonlocal alive
-        alive -= n
-
-    def conv_silu(channels: int, n: int) -> None:  # a conv and its SiLU: in place, or a copy and the conv freed
-        alloc(channels * n)
-        if not streamed:
-            alloc(channels * n)
-            free(channels * n)
-
-    cin = in_channels
-    for level, st in enumerate(cls.STAGES):
-        conv_silu(st.enc_out, px(level))  # its output is the skip
-        if level:
-            free(cin * px(level))  # the pooled input of this stage
-        alloc(st.enc_out * px(level + 1))  # pool
-        cin = st.enc_out
-    bottom = len(cls.STAGES)
-    resized = feature_dim * px(bottom) if cls.feature_injection == "resize" else 0
-    alloc(resized)
-    alloc((cin + feature_dim) * px(bottom))  # cat([pooled, features])
-    free(resized)
-    conv_silu(cls.bottleneck_out, px(bottom))
-    free((cin + feature_dim) * px(bottom))
-    free(cin * px(bottom))
-    ch = cls.bottleneck_out
-    for level in reversed(range(bottom)):
-        st = cls.STAGES[level]
-        rows_total = height >> level
-        rows = stream_rows(rows_total) if streamed else rows_total
-        out_ch = in_channels if level == 0 else st.dec_out
-        for r0 in range(0, rows_total, rows):
-            r1 = min(rows_total, r0 + rows)
-            n = px(level, min(rows_total, r1 + 2) - max(0, r0 - 2))
-            alloc(ch * n)  # nearest upsample of the inner rows
-            alloc(st.up_out * n)  # up conv
-            free(ch * n)
-            alloc((st.up_out + st.enc_out) * n)  # cat([up, skip rows])
-            free(st.up_out * n)
-            if r1 == rows_total:  # the last strip has been cut: the inner output and the skip go
-                free(ch * px(level + 1) + st.enc_out * px(level))
-            conv_silu(st.dec_out, n)
-            free((st.up_out + st.enc_out) * n)
-            if level == 0:
-                alloc(in_channels * n)  # out_conv
-                free(st.dec_out * n)
-            if rows < rows_total:
-                if r0 == 0:
-                    alloc(out_ch * px(level))  # the level's output, filled strip by strip
-                free(out_ch * n)
-        ch = st.dec_out
-    return peak
+@functools.lru_cache(maxsize=8)
+def _meta_head(variant: str, feature_dim: int, in_channels: int) -> DetailerHead:
+    return HEAD_VARIANTS[variant].cls(feature_dim, in_channels=in_channels, device="meta")
 
 
-def peak_activation_channels(variant: str | type[DetailerHead], feature_dim: int = 3840, in_channels: int = 3,
-                             streamed: bool = True) -> float:
+@functools.lru_cache(maxsize=4096)
+def peak_activation_elements(variant: str, height: int, width: int, feature_dim: int = 3840,
+                             in_channels: int = 3) -> int:
+    """Peak live activation elements of one sampling forward of the head on one height x width image.
+
+    Traced, not modelled: the real forward runs on the meta device (no memory, no arithmetic) under a mode that
+    adds up the storages it creates and frees; the input image is counted as well (a tile slice may be copied),
+    the caller's feature map and the weights are not. tests/test_heads.py checks the trace against the live bytes
+    of the real forward on the CPU."""
+    head = _meta_head(variant, feature_dim, in_channels)
+    x = torch.empty(1, in_channels, height, width, device="meta")
+    features = torch.empty(1, feature_dim, height // head.patch_size, width // head.patch_size, device="meta")
+    mode = _LiveBytes(x, features, *head.parameters())
+    with torch.no_grad(), mode:
+        head(x, features)
+    return mode.peak // 4 + in_channels * height * width  # meta tensors are float32
+
+
+def peak_activation_channels(variant: str, feature_dim: int = 3840, in_channels: int = 3) -> float:
     """``peak_activation_elements`` per image pixel at the variant's native size (1024² ... 10240²)."""
-    side = NATIVE_SIDE[_head_class(variant).variant]
-    return peak_activation_elements(variant, side, side, feature_dim, in_channels, streamed) / side ** 2
+    side = NATIVE_SIDE[variant]
+    return peak_activation_elements(variant, side, side, feature_dim, in_channels) / side ** 2
 
 
 def head_memory_bytes(variant: str, height: int, width: int, batch: int, dtype_bytes: int,
@@ -193,16 +167,26 @@ def tiled_memory_bytes(variant: str, height: int, width: int, batch: int, dtype_
     return region + batch * 3 * height * width * dtype_bytes
 
 
+def fewest_tiles_tile(size: int, count: int, grid: int) -> int:
+    """The smallest tile (a multiple of ``grid``) that covers ``size`` in ``count`` tiles per side."""
+    per_tile = -(-size // count)
+    return -(-per_tile // grid) * grid
+
+
 def auto_tile_size(variant: str, height: int, width: int, batch: int, free_bytes: int, dtype_bytes: int,
                    feature_dim: int = 3840) -> int:
-    """The tile for ``run_head_tiled``: 0 (untiled) when the whole image fits in ``free_bytes``, else the
-    largest multiple of the tile grid whose estimate fits; the smallest tile (one grid step) when none does.
-    Non-decreasing in ``free_bytes`` (with 0, untiled, above every tile)."""
+    """The tile for ``run_head_tiled``: 0 (untiled) when the whole image fits in ``free_bytes``; else the fewest
+    tiles per side whose estimate fits (the halos are the extra work: n tiles per side compute
+    (side + 2 (n - 1) halo)² pixels, whatever the tile), at the smallest tile that gives that count (the least
+    memory for that work); the smallest tile (one grid step) when none fits. Non-decreasing in ``free_bytes``
+    (with 0, untiled, above every tile)."""
     if head_memory_bytes(variant, height, width, batch, dtype_bytes, feature_dim) <= free_bytes:
         return 0
     grid = tile_grid(HEAD_VARIANTS[variant].cls)
-    for tile in range((max(height, width) - 1) // grid * grid, 0, -grid):
-        if tiled_memory_bytes(variant, height, width, batch, dtype_bytes, tile, feature_dim) <= free_bytes:
+    long = max(height, width)
+    for tile in sorted({fewest_tiles_tile(long, n, grid) for n in range(2, -(-long // grid) + 1)}, reverse=True):
+        need = tiled_memory_bytes(variant, height, width, batch, dtype_bytes, tile, feature_dim)
+        if tile < long and need <= free_bytes:
             return tile
     return grid
 
