@@ -11,8 +11,9 @@ What runs (fp32, this CPU, 2 threads, each measurement in a fresh process, ``ben
   the measured tile's. (The real decoder on every tile of a 4096² image takes hours on this CPU; its time is
   extrapolated from the tile: tiles x tile seconds.)
 * **Head** (measured): the real-width 4K head (feature dim 3840) on a random image and feature map:
-  untiled (the sampling forward, decoder in strips), tiled with the tile ``auto_tile_size`` picks when the free
-  memory is the tiled VAE decode's measured peak, and the whole-level forward (before the strips) for reference.
+  untiled (the sampling forward: outer skips recomputed, levels in strips), tiled with the tile ``auto_tile_size``
+  picks when the free memory is the tiled VAE decode's measured peak (untiled when it fits), and the whole-level
+  forward with kept skips (the order before the strips, training's) for reference.
   Runs interleaved (A B C A B C), ``--reps`` times; time = median [min, max].
 * **Layout** (measured): the head in channels_last (weights and input) against the default layout, A B A B in one
   process, with the largest difference of their outputs.
@@ -119,8 +120,9 @@ def child_head(job: dict) -> dict:
     from l2p.head_tiling import run_head_tiled
 
     head, x, f = _head(job["size"])
-    if job["mode"] == "whole levels":
+    if job["mode"] == "whole levels":  # the forward before strips and recomputed skips (training's order)
         l2p.head.stream_rows = lambda rows: rows
+        l2p.head.RECOMPUTED_LEVELS = 0
     start = time.perf_counter()
     with torch.no_grad(), PeakRise() as peak:
         run_head_tiled(head, x, f, job["tile"] if job["mode"] == "auto tile" else 0)
@@ -209,9 +211,9 @@ def table(size: int, tile: dict, tiled: dict, head_tile: int, runs: dict[str, li
     for mode in HEAD_MODES:
         peaks = [r["peak"] for r in runs[mode]]
         seconds = [r["seconds"] for r in runs[mode]]
-        label = {"untiled": "head, untiled (decoder in strips)",
+        label = {"untiled": "head, untiled (outer skips recomputed, strips)",
                  "auto tile": f"head, auto tile for that memory ({head_tile or 'untiled'} px)",
-                 "whole levels": "head, untiled, whole levels (before the strips)"}[mode]
+                 "whole levels": "head, untiled, whole levels and kept skips (before)"}[mode]
         lines.append(f"| {label} | {max(peaks) / MIB:.0f} | {max(peaks) / vae_peak:.2f} | {fmt_time(seconds)} | "
                      f"{spread(seconds)[0] / base:.2f} | measured |")
     cl, default = layout["seconds"]["channels_last"], layout["seconds"]["default"]
