@@ -126,11 +126,12 @@ HUGE = {  # id: (L2PEmptyImage inputs, its model input connected, head tiling, t
                             r"1024x1024 \(batch 4096\) is 48.0 GiB of pixels, and sampling holds 6 copies of them, "
                             r"but cpu has [\d.]+ GiB free: use batch_size (\d+) or less \(connect the model input "
                             r"for the whole estimate\)$"),
-    # The sampler's own check, before it makes noise: the untiled head alone is more than this machine's RAM.
-    "5120-square-untiled": ({"width": 5120, "height": 5120, "batch_size": 1}, False, "off", "KSampler",
-                            r"5120x5120 \(batch 1\) needs about [\d.]+ GiB to sample on cpu \(.*, head [\d.]+ GiB "
-                            r"untiled, .*\) but [\d.]+ GiB is free: tile the head \(L2P Head Tiling mode auto\) and "
-                            r"it fits$"),
+    # The sampler's own check, before it makes noise: the untiled head alone (about 28 GiB of float32 at 10240²)
+    # is more than this machine's RAM.
+    "10240-square-untiled": ({"width": 10240, "height": 10240, "batch_size": 1}, False, "off", "KSampler",
+                             r"10240x10240 \(batch 1\) needs about [\d.]+ GiB to sample on cpu \(.*, head [\d.]+ GiB "
+                             r"untiled, .*\) but [\d.]+ GiB is free: tile the head \(L2P Head Tiling mode auto\) "
+                             r"and it fits$"),
 }
 
 
