@@ -412,8 +412,8 @@ def test_memory_estimates_scale_and_order():
     per_px = {v: round(peak_activation_channels(v), 1) for v in VARIANTS}  # at each head's native size
     assert per_px == {"1k": 53.0, "4k": 14.1, "8k": 12.4, "10k": 12.4}  # whole levels: 275, 71, 54, 54
     b = head_memory_bytes("4k", 4096, 4096, 1, 2)
-    assert head_memory_bytes("4k", 4096, 4096, 2, 2) == 2 * b
-    assert head_memory_bytes("4k", 4096, 4096, 1, 4) == 2 * b
+    assert abs(head_memory_bytes("4k", 4096, 4096, 2, 2) - 2 * b) <= 1  # linear in batch and element size
+    assert abs(head_memory_bytes("4k", 4096, 4096, 1, 4) - 2 * b) <= 1
     assert tiled_memory_bytes("4k", 4096, 4096, 1, 2, 512) < b
     assert tiled_memory_bytes("4k", 4096, 4096, 1, 2, 0) == b
 
