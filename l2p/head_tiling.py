@@ -96,7 +96,7 @@ def run_head_tiled(head: DetailerHead, x: torch.Tensor, features: torch.Tensor, 
     return out
 
 
-class _LiveBytes(TorchDispatchMode):
+class LiveBytes(TorchDispatchMode):
     """Bytes of the storages created inside the mode that are still alive, and their peak (``peak``). A storage
     counts until it is freed, whichever tensor or view held it last; ``known`` storages (inputs, weights) never."""
 
@@ -139,7 +139,7 @@ def peak_activation_elements(variant: str, height: int, width: int, feature_dim:
     head = _meta_head(variant, feature_dim, in_channels)
     x = torch.empty(1, in_channels, height, width, device="meta")
     features = torch.empty(1, feature_dim, height // head.patch_size, width // head.patch_size, device="meta")
-    mode = _LiveBytes(x, features, *head.parameters())
+    mode = LiveBytes(x, features, *head.parameters())
     with torch.no_grad(), mode:
         head(x, features)
     return mode.peak // 4 + in_channels * height * width  # meta tensors are float32

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import functools
 import math
-import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 import l2p.head as head_mod
 import l2p.head_tiling as tiling_mod
@@ -31,6 +28,7 @@ from l2p.head import (
     variant_for_patch,
 )
 from l2p.head_tiling import (
+    LiveBytes,
     auto_tile_size,
     fewest_tiles_tile,
     head_memory_bytes,
@@ -168,30 +166,6 @@ def test_variant_for_unknown_patch_names_the_supported_ones():
 
 
 # --------------------------------------------------------------------------------- forward, memory, refusals
-
-
-class LiveBytes(TorchDispatchMode):
-    """Bytes of the tensors created inside the mode that are still alive; ``peak`` is their maximum."""
-
-    def __init__(self, *known: torch.Tensor):
-        super().__init__()
-        self.known = {t.untyped_storage().data_ptr() for t in known}
-        self.live = self.peak = 0
-
-    def _free(self, nbytes: int, ptr: int) -> None:
-        self.live -= nbytes
-        self.known.discard(ptr)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.known:
-                ptr, nbytes = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
-                self.known.add(ptr)
-                self.live += nbytes
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(t, self._free, nbytes, ptr)
-        return out
 
 
 SMALLEST = {"1k": (32, 48), "4k": (128, 192), "8k": (128, 256), "10k": (320, 640)}
