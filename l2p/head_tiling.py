@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_leaves
 
 from .head import HEAD_VARIANTS, DetailerHead
 
-# Margin on the replayed liveness for conv workspaces / allocator rounding: an assumption, not a measurement.
+# Margin on the trunk's per-token model for kernel workspaces and allocator rounding: an assumption, not a measurement.
 SLACK = 1.25
 # The head's estimate is a trace of its own forward, which the CPU matches to the byte (tests/test_heads.py); the
 # margin is for a GPU's conv workspaces, not measured here.
