@@ -264,3 +264,22 @@ def test_frozen_weights_in_bf16_train_and_export_the_checkpoints_values(world):
     assert not torch.equal(export[trained], base[trained])
     refused = launch(world, "run-bf16-no", "--frozen-dtype", "bf16", "--mixed-precision", "no")
     assert refused.returncode == 2 and "frozen_dtype bf16 needs mixed_precision bf16" in refused.stderr
+
+
+def test_the_ema_warms_up_from_its_first_update(world):
+    """The EMA's first update takes 90% of the trained weights (decay (1 + 0) / (10 + 0) = 0.1), not 1 - 0.99 of
+    them: a run's EMA does not carry its starting weights for hundreds of steps."""
+    from training.trainer import ema_decay_at
+
+    done = launch(world, "run-ema", "--steps", "1", "--checkpoint-every", "1", "--ema-decay", "0.99")
+    assert done.returncode == 0, done.stderr
+    checkpoint = world / "run-ema" / "checkpoint-1"
+    ema, trained = load_file(str(checkpoint / "ema.safetensors")), trainable(checkpoint)
+    base = load_file(str(world / "model.safetensors"))
+    decay = ema_decay_at(0.99, 0)
+    assert decay == 0.1 and ema.keys() == trained.keys()
+    moved = [k for k in ema if not torch.equal(trained[k], base[k])]
+    assert moved
+    for k in moved:
+        assert torch.allclose(ema[k], decay * base[k] + (1 - decay) * trained[k], atol=1e-6), k
+    assert ema_decay_at(0.99, 10_000) == 0.99

@@ -83,7 +83,8 @@ class TrainConfig:
     batch_size: int = _opt(1, "images per step per process (global batch = batch_size x processes)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches summed into one optimizer step")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = no clipping)")
-    ema_decay: float = _opt(0.0, "0 = no EMA; e.g. 0.999 keeps an EMA of the trainable weights, which is exported")
+    ema_decay: float = _opt(0.0, "0 = no EMA; e.g. 0.999 keeps an EMA of the trainable weights, which is exported "
+                                 "(warmed up: decay min(this, (1 + n) / (10 + n)) at update n)")
     mixed_precision: str = _opt("auto", "auto (bf16 where supported), bf16, fp16 or no", "MODE")
     gradient_checkpointing: bool = _opt(False, "recompute the trunk's activations in the backward pass (less "
                                                "memory, slower)")
