@@ -64,8 +64,17 @@ def trained_blocks(policy: str, n_layers: int) -> set[int]:
     raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)} or custom:<ranges>")
 
 
+NEW_PREFIXES = ("all_x_embedder.", "x_embedder.", HEAD_PREFIX)
+
+
+def is_new(name: str) -> bool:
+    """Whether an official-layout parameter is one L2P adds (pixel embedder, Detailer Head): trained by every
+    policy, and by the trainer at ``lr_new``."""
+    return name.startswith(NEW_PREFIXES)
+
+
 def is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
-    if name.startswith(("all_x_embedder.", "x_embedder.", HEAD_PREFIX)):
+    if is_new(name):
         return True
     m = _BLOCK.match(name)
     if m:

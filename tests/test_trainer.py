@@ -283,3 +283,17 @@ def test_the_ema_warms_up_from_its_first_update(world):
     for k in moved:
         assert torch.allclose(ema[k], decay * base[k] + (1 - decay) * trained[k], atol=1e-6), k
     assert ema_decay_at(0.99, 10_000) == 0.99
+
+
+def test_new_weights_train_at_their_own_learning_rate(world):
+    """lr_new moves the Detailer Head and the pixel embedder at its rate while the pretrained blocks follow lr
+    (AdamW's first step moves a weight by about its rate)."""
+    done = launch(world, "run-lr-new", "--steps", "1", "--checkpoint-every", "1", "--lr", "1e-9",
+                  "--lr-new", "1e-3", "--weight-decay", "0")
+    assert done.returncode == 0, done.stderr
+    trained, base = trainable(world / "run-lr-new" / "checkpoint-1"), load_file(str(world / "model.safetensors"))
+    change = {k: (trained[k] - base[k]).abs().max().item() for k in trained}
+    new = {k: v for k, v in change.items() if k.startswith(("local_decoder.", "all_x_embedder.", "x_embedder."))}
+    old = {k: v for k, v in change.items() if k not in new}
+    assert new and old  # the paper policy trains both kinds
+    assert max(new.values()) > 1e-4 and max(old.values()) < 1e-7, (max(new.values()), max(old.values()))

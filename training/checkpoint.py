@@ -96,6 +96,9 @@ def load_optimizer_state(opt: torch.optim.Optimizer, by_name: Mapping[str, torch
     """The saved state back into ``opt``; ``place(value, param)`` puts a whole moment where its parameter lives
     (its shard under FSDP); default: a copy."""
     place = place or (lambda value, _: value.clone())
+    if len(opt.param_groups) != len(meta["param_groups"]):
+        raise ValueError(f"the checkpoint's optimizer has {len(meta['param_groups'])} parameter group(s), this "
+                         f"run makes {len(opt.param_groups)}: resume with the lr_new it was started with (0 or not)")
     for group, saved in zip(opt.param_groups, meta["param_groups"], strict=True):
         group.update({k: v for k, v in saved.items() if k != "params"})
     for key, value in tensors.items():

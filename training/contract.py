@@ -78,6 +78,8 @@ class TrainConfig:
     # optimisation (official recipe: AdamW, lr 5e-5, weight decay 0.01, batch 1 per GPU)
     steps: int = _opt(1000, "optimizer steps in total (a resumed run continues up to this step)")
     lr: float = _opt(5e-5, "AdamW learning rate (official recipe 5e-5)")
+    lr_new: float = _opt(0.0, "learning rate of the weights L2P adds, the Detailer Head and the pixel embedder, "
+                              "which start from nothing the source learned (0 = lr)")
     weight_decay: float = _opt(0.01, "AdamW weight decay (official recipe 0.01)")
     warmup_steps: int = _opt(0, "linear learning-rate warmup over this many steps (0 = none)")
     batch_size: int = _opt(1, "images per step per process (global batch = batch_size x processes)")
@@ -154,6 +156,8 @@ class TrainConfig:
                              "under autocast): set mixed_precision = \"bf16\"")
         if self.export_layout not in ("official", "comfy"):
             raise ValueError(f"export_layout {self.export_layout!r}: use official or comfy")
+        if self.lr_new < 0:
+            raise ValueError(f"lr_new {self.lr_new} must be 0 (= lr) or positive")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay {self.ema_decay} must be in [0, 1)")
         if not 0 <= self.caption_dropout < 1:

@@ -24,6 +24,7 @@ import torch
 from l2p.format.export import OWN, export_metadata, plan_export
 from l2p.format.layouts import COMFY
 from l2p.format.tensor_io import save_safetensors_atomic
+from l2p.policies import is_new
 from l2p.sampling import euler_sample
 from l2p.schedule import sampling_sigmas, shift_sigma
 from l2p.sizes import side_multiple
@@ -85,6 +86,17 @@ def noisy_batch(cfg: TrainConfig, x0: torch.Tensor, seeds: list[int], step: int,
 def drops_caption(seed: int, step: int, slot: int, share: float) -> bool:
     """Whether this (step, slot) trains on the empty prompt: a draw of its own, so a resumed run repeats it."""
     return torch.rand(1, generator=item_generator(seed, step, slot, 1)).item() < share
+
+
+def param_groups(trained: list[tuple[str, torch.nn.Parameter]], lr: float, lr_new: float) -> list[dict]:
+    """AdamW's parameter groups: one at ``lr``; with ``lr_new``, the weights L2P adds (``l2p.policies.is_new``,
+    LoRA adapters excepted) in a second group at that rate. ``base_lr`` is each group's rate after warm-up."""
+    if not lr_new:
+        return [{"params": [p for _, p in trained], "base_lr": lr}]
+    new = [is_new(name) and ".lora_" not in name for name, _ in trained]
+    groups = [{"params": [p for (_, p), n in zip(trained, new, strict=True) if not n], "base_lr": lr},
+              {"params": [p for (_, p), n in zip(trained, new, strict=True) if n], "base_lr": lr_new}]
+    return [g for g in groups if g["params"]]
 
 
 def ema_decay_at(decay: float, update: int) -> float:
@@ -221,8 +233,9 @@ class Trainer:
         if self.sharded:  # FSDP2 on the blocks; the optimizer then sees each process's shards
             model.to(self.acc.device)
             shard_model(model, fsdp_units(model))
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        trained = [(self.names[n], p) for n, p in model.named_parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(param_groups(trained, cfg.lr, cfg.lr_new), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
         if self.sharded:
             self.model = model
         else:
@@ -336,10 +349,14 @@ class Trainer:
             return self.empty_cap
         return cap
 
-    def _lr(self) -> float:
+    def _warmup(self) -> float:
+        """The learning rates' share at this step: rising linearly over ``warmup_steps``, then 1."""
         if self.cfg.warmup_steps and self.step < self.cfg.warmup_steps:
-            return self.cfg.lr * (self.step + 1) / self.cfg.warmup_steps
-        return self.cfg.lr
+            return (self.step + 1) / self.cfg.warmup_steps
+        return 1.0
+
+    def _lr(self) -> float:
+        return self.cfg.lr * self._warmup()
 
     def begin(self) -> None:
         """The run folder, its config.toml and the resume: refused with a ValueError before step 1."""
@@ -376,7 +393,7 @@ class Trainer:
         window, t0, done_at_t0 = [], time.monotonic(), self.step
         while self.step < cfg.steps:
             for group in self.optimizer.param_groups:
-                group["lr"] = self._lr()
+                group["lr"] = group["base_lr"] * self._warmup()
             losses = [self._micro_step(m == cfg.gradient_accumulation_steps - 1, m)
                       for m in range(cfg.gradient_accumulation_steps)]
             if cfg.max_grad_norm:
