@@ -212,7 +212,7 @@ def table(size: int, tile: dict, tiled: dict, head_tile: int, runs: dict[str, li
         peaks = [r["peak"] for r in runs[mode]]
         seconds = [r["seconds"] for r in runs[mode]]
         label = {"untiled": "head, untiled (outer skips recomputed, strips)",
-                 "auto tile": f"head, auto tile for that memory ({head_tile or 'untiled'} px)",
+                 "auto tile": "head, auto for that memory (" + (f"{head_tile} px tiles)" if head_tile else "untiled)"),
                  "whole levels": "head, untiled, whole levels and kept skips (before)"}[mode]
         lines.append(f"| {label} | {max(peaks) / MIB:.0f} | {max(peaks) / vae_peak:.2f} | {fmt_time(seconds)} | "
                      f"{spread(seconds)[0] / base:.2f} | measured |")
