@@ -180,8 +180,8 @@ class DetailerHead(nn.Module):
         outer = min(RECOMPUTED_LEVELS, len(self.STAGES) - 1) if sampling else 0
         skips = []
         if outer:
-            h = self._strips(x.shape[-2] >> outer, lambda a, b: _pool(self._skip_rows(x, outer - 1, 2 * a, 2 * b)),
-                             0, x.shape[-2] >> outer, stream_rows(x.shape[-2]) >> outer)
+            h = self._strips(x.shape[-2] >> outer, stream_rows(x.shape[-2]) >> outer, 0,
+                             lambda a, b: _pool(self._skip_rows(x, outer - 1, 2 * a, 2 * b)))
         else:
             h = x
         for st in self.STAGES[outer:]:
@@ -195,7 +195,7 @@ class DetailerHead(nn.Module):
             skip = skips.pop() if level >= outer else None
             height = x.shape[-2] >> level
             rows = stream_rows(height) if sampling else height
-            h = self._strips(height, functools.partial(self._decode_rows, level, h, skip, x, sampling), 2, height, rows)
+            h = self._strips(height, rows, 2, functools.partial(self._decode_rows, level, h, skip, x, sampling))
             del skip
         return h
 
@@ -220,20 +220,20 @@ class DetailerHead(nn.Module):
         return h if (a, b) == (r0, r1) else h[..., r0 - a:r1 - a, :]
 
     @staticmethod
-    def _strips(height: int, compute, halo: int, end: int, rows: int) -> torch.Tensor:
-        """Rows 0..end of a level ``height`` rows tall, ``rows`` at a time: ``compute(a, b)`` gives rows a..b, of which
-        the ``halo`` rows next to a cut inside the image are dropped; the kept rows fill one tensor. One strip (no
-        cut) returns ``compute``'s result as it is."""
+    def _strips(height: int, rows: int, halo: int, compute) -> torch.Tensor:
+        """A level ``height`` rows tall, ``rows`` at a time: ``compute(a, b)`` gives rows a..b, of which the ``halo``
+        rows next to a cut inside the image are dropped; the kept rows fill one tensor. One strip (no cut) returns
+        ``compute``'s result as it is."""
         rows = max(1, rows)
         out = None
-        for r0 in range(0, end, rows):
-            r1 = min(end, r0 + rows)
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
             a, b = max(0, r0 - halo), min(height, r1 + halo)
             part = compute(a, b)
-            if rows >= end:
+            if rows >= height:
                 return part
             if out is None:
-                out = part.new_empty((*part.shape[:-2], end, part.shape[-1]))
+                out = part.new_empty((*part.shape[:-2], height, part.shape[-1]))
             out[..., r0:r1, :] = part[..., r0 - a:r1 - a, :]
             del part
         return out
