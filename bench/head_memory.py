@@ -39,8 +39,6 @@ from bench.measure import MIB, PeakRise, interleaved, run_child, spread  # noqa:
 
 VARIANT, FEATURE_DIM, LATENT_CH, VAE_DOWN = "4k", 3840, 16, 8
 VAE_TILE, VAE_OVERLAP = 512, 64  # VAEDecodeTiled's defaults (px)
-DDCONFIG = {"double_z": True, "z_channels": LATENT_CH, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-            "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
 HEAD_MODES = ("untiled", "auto tile", "whole levels")
 
 
@@ -51,9 +49,10 @@ def _comfy_vae():
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    from l2p.tiny import randomize_
+    from l2p.tiny import FLUX_VAE_DDCONFIG, randomize_
 
-    return comfy.sd.VAE(sd=randomize_(AutoencoderKL(ddconfig=DDCONFIG, embed_dim=LATENT_CH), seed=0).state_dict())
+    autoencoder = randomize_(AutoencoderKL(ddconfig=FLUX_VAE_DDCONFIG, embed_dim=LATENT_CH), seed=0)
+    return comfy.sd.VAE(sd=autoencoder.state_dict())
 
 
 def child_vae_tile(job: dict) -> dict:

@@ -41,13 +41,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .head import HEAD_VARIANTS, DetailerHead
+from .schedule import native_pixels
 
 # Margin on the trunk's per-token model for kernel workspaces and allocator rounding: an assumption, not a measurement.
 SLACK = 1.25
 # The head's estimate is a trace of its own forward, which the CPU matches to the byte (tests/test_heads.py); the
 # margin is for a GPU's conv workspaces, not measured here.
 HEAD_SLACK = 1.1
-NATIVE_SIDE = {"1k": 1024, "4k": 4096, "8k": 8192, "10k": 10240}
 
 
 def tile_grid(head: DetailerHead | type[DetailerHead]) -> int:
@@ -124,7 +124,7 @@ class LiveBytes(TorchDispatchMode):
 
 @functools.lru_cache(maxsize=8)
 def _meta_head(variant: str, feature_dim: int, in_channels: int) -> DetailerHead:
-    return HEAD_VARIANTS[variant].cls(feature_dim, in_channels=in_channels, device="meta")
+    return HEAD_VARIANTS[variant].cls(feature_dim, in_channels=in_channels, device="meta", dtype=torch.float32)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -137,17 +137,18 @@ def peak_activation_elements(variant: str, height: int, width: int, feature_dim:
     the caller's feature map and the weights are not. tests/test_heads.py checks the trace against the live bytes
     of the real forward on the CPU."""
     head = _meta_head(variant, feature_dim, in_channels)
-    x = torch.empty(1, in_channels, height, width, device="meta")
-    features = torch.empty(1, feature_dim, height // head.patch_size, width // head.patch_size, device="meta")
+    x = torch.empty(1, in_channels, height, width, device="meta", dtype=torch.float32)
+    features = torch.empty(1, feature_dim, height // head.patch_size, width // head.patch_size, device="meta",
+                           dtype=torch.float32)
     mode = LiveBytes(x, features, *head.parameters())
     with torch.no_grad(), mode:
         head(x, features)
-    return mode.peak // 4 + in_channels * height * width  # meta tensors are float32
+    return mode.peak // 4 + in_channels * height * width  # float32 elements
 
 
 def peak_activation_channels(variant: str, feature_dim: int = 3840, in_channels: int = 3) -> float:
     """``peak_activation_elements`` per image pixel at the variant's native size (1024² ... 10240²)."""
-    side = NATIVE_SIDE[variant]
+    side = math.isqrt(native_pixels(HEAD_VARIANTS[variant].cls.patch_size))
     return peak_activation_elements(variant, side, side, feature_dim, in_channels) / side ** 2
 
 

@@ -49,6 +49,9 @@ def zimage_trunk(*, in_channels: int, patch_size: int, dim: int, n_layers: int, 
 # and its latent format; ``reference_vae(**FLUX_VAE)``.
 FLUX_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "quant_convs": False,
             "sample_size": 1024, "scaling_factor": 0.3611, "shift_factor": 0.1159}
+# The same architecture as ComfyUI's AutoencoderKL config (``ddconfig``, with ``embed_dim`` 16).
+FLUX_VAE_DDCONFIG = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                     "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
 
 
 def reference_vae(block_out_channels: tuple[int, ...], *, layers_per_block: int = 1, latent_channels: int = 16,

@@ -14,7 +14,7 @@ import torch
 from harness.inprocess import import_pack
 from l2p.format.layouts import check_l2p, infer_config, official_to_comfy, strip_prefix
 from l2p.format.tensor_io import save_safetensors_atomic
-from l2p.tiny import randomize_, tiny_latent_zimage
+from l2p.tiny import FLUX_VAE_DDCONFIG, randomize_, tiny_latent_zimage
 
 
 def pack_module(name: str):
@@ -172,9 +172,7 @@ def test_vae_init_fits_the_embedder_through_a_real_comfy_vae(models):
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
     convert = pack_module("convert")
-    ddconfig = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
-    vae = comfy.sd.VAE(sd=randomize_(AutoencoderKL(ddconfig=ddconfig, embed_dim=16), seed=0).state_dict())
+    vae = comfy.sd.VAE(sd=randomize_(AutoencoderKL(ddconfig=FLUX_VAE_DDCONFIG, embed_dim=16), seed=0).state_dict())
     save_safetensors_atomic(tiny_latent_zimage(seed=2), str(models / "diffusion_models" / "src.safetensors"))
     source, _ = convert.L2PSourceModelLoader.execute("src.safetensors", "fp32").args
     images = torch.rand(2, 64, 64, 3)

@@ -297,3 +297,17 @@ def test_new_weights_train_at_their_own_learning_rate(world):
     old = {k: v for k, v in change.items() if k not in new}
     assert new and old  # the paper policy trains both kinds
     assert max(new.values()) > 1e-4 and max(old.values()) < 1e-7, (max(new.values()), max(old.values()))
+
+
+def test_a_resume_that_changes_the_optimizer_groups_is_refused_in_one_line(world):
+    """The group layout is part of a run (lr_new on or off): resuming without it is refused before step 2, and
+    resuming with it continues."""
+    first = launch(world, "run-lr-resume", "--steps", "1", "--checkpoint-every", "1", "--lr-new", "1e-3")
+    assert first.returncode == 0, first.stderr
+    refused = launch(world, "run-lr-resume", "--steps", "2", "--resume", "latest")
+    assert refused.returncode != 0
+    assert "parameter group(s), this run makes 1: resume with the lr_new it was started with" in refused.stderr
+    assert not any(e["event"] == "log" for e in events(refused.stdout))
+    more = launch(world, "run-lr-resume", "--steps", "2", "--resume", "latest", "--lr-new", "1e-3")
+    assert more.returncode == 0, more.stderr
+    assert [e["step"] for e in events(more.stdout) if e["event"] == "log"] == [2]

@@ -89,13 +89,13 @@ def drops_caption(seed: int, step: int, slot: int, share: float) -> bool:
 
 
 def param_groups(trained: list[tuple[str, torch.nn.Parameter]], lr: float, lr_new: float) -> list[dict]:
-    """AdamW's parameter groups: one at ``lr``; with ``lr_new``, the weights L2P adds (``l2p.policies.is_new``,
-    LoRA adapters excepted) in a second group at that rate. ``base_lr`` is each group's rate after warm-up."""
+    """AdamW's parameter groups, each with its rate after warm-up: one at ``lr``; with ``lr_new``, the weights L2P
+    adds (``l2p.policies.is_new``, LoRA adapters excepted) in a second group at that rate."""
     if not lr_new:
-        return [{"params": [p for _, p in trained], "base_lr": lr}]
+        return [{"params": [p for _, p in trained], "lr": lr}]
     new = [is_new(name) and ".lora_" not in name for name, _ in trained]
-    groups = [{"params": [p for (_, p), n in zip(trained, new, strict=True) if not n], "base_lr": lr},
-              {"params": [p for (_, p), n in zip(trained, new, strict=True) if n], "base_lr": lr_new}]
+    groups = [{"params": [p for (_, p), n in zip(trained, new, strict=True) if not n], "lr": lr},
+              {"params": [p for (_, p), n in zip(trained, new, strict=True) if n], "lr": lr_new}]
     return [g for g in groups if g["params"]]
 
 
@@ -236,6 +236,8 @@ class Trainer:
         trained = [(self.names[n], p) for n, p in model.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(param_groups(trained, cfg.lr, cfg.lr_new), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
+        # each group's rate after warm-up, from this run's config (a resumed optimizer's saved rates do not count)
+        self.group_lrs = [group["lr"] for group in self.optimizer.param_groups]
         if self.sharded:
             self.model = model
         else:
@@ -392,8 +394,8 @@ class Trainer:
         self.progress = progress = _progress(cfg.steps, self.step, self.acc.is_main_process)
         window, t0, done_at_t0 = [], time.monotonic(), self.step
         while self.step < cfg.steps:
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["base_lr"] * self._warmup()
+            for group, lr in zip(self.optimizer.param_groups, self.group_lrs, strict=True):
+                group["lr"] = lr * self._warmup()
             losses = [self._micro_step(m == cfg.gradient_accumulation_steps - 1, m)
                       for m in range(cfg.gradient_accumulation_steps)]
             if cfg.max_grad_norm:
