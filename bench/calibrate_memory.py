@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.measure import run_child, vm_status  # noqa: E402
+from bench.measure import Figure, run_child, vm_status, write_figures  # noqa: E402
 
 BACKENDS = {"linear": "attention_pytorch", "sub_quad": "attention_sub_quad"}
 CAP_TOKENS = 128
@@ -132,20 +133,36 @@ def main() -> None:
     ap.add_argument("--ffn", type=int, default=10240)
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--test-width", action="store_true",
+                    help="the test's width and cases: dim 768, 12 heads, caption 64, FFN 2048; 512, 1024, 4K at 2048")
+    ap.add_argument("--smoke", action="store_true", help="dim 256, 256 and 512 px, batch 1 (seconds)")
     args = ap.parse_args()
+    if args.test_width:
+        args.dim, args.heads, args.cap_dim, args.ffn, args.sizes, args.sizes_4k = 768, 12, 64, 2048, [512, 1024], [2048]
+    if args.smoke:
+        args.dim, args.heads, args.cap_dim, args.ffn, args.sizes, args.sizes_4k = 256, 4, 64, 683, [256, 512], [1024]
+        args.batches = [1]
     if args.one:
         print(json.dumps(measure(json.loads(args.one))))
         return
     sys.path.insert(0, str(REPO))
     text = (REPO / "nodes" / "comfy_core.py").read_text()
     factor = float(text.split("MEMORY_USAGE_FACTOR = ")[1].split()[0])
-    rows = []
+    rows, began = [], time.perf_counter()
     for case in cases(args):
         rows.append(run_case(case))
         print(table(rows[-1:], factor)[-1], flush=True)
     print("\n".join(table(rows, factor)))
     ratios = [r["estimate"] / max(r["measured"], 1) for r in rows]
     print(f"estimate / measured: {min(ratios):.2f} .. {max(ratios):.2f} over {len(rows)} cases (goal 0.90 .. 1.50)")
+    core = [core_estimates(r, factor, 4)[r["backend"] != "linear"] / max(r["measured"], 1) for r in rows]
+    where = f"width {args.dim}, {len(rows)} cases"
+    figures = [Figure(f"memory estimate / measured peak, {where}", statistics.median(ratios), "x", "measured",
+                      min(ratios), max(ratios), "median; min, max over cases"),
+               Figure(f"core's own formula / measured peak, {where}", statistics.median(core), "x", "measured",
+                      min(core), max(core), "median; min, max over cases")]
+    name = "calibrate_memory" if args.dim == 3840 else f"calibrate_memory_w{args.dim}"
+    write_figures(name, figures, time.perf_counter() - began, f"{where}, fp32, one process per case", args.smoke)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
 

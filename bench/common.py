@@ -96,3 +96,32 @@ def paired_bootstrap(a, b, resamples: int = 2000, seed: int = 0) -> tuple[float,
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def comfy_flux_vae(latent_channels: int = 16):
+    """ComfyUI's own ``comfy.sd.VAE`` around a Flux / Z-Image-architecture AutoencoderKL with random weights (seed
+    0): the decoder a ComfyUI user runs, at its real size."""
+    from harness.inprocess import import_comfy
+
+    import_comfy()
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    from l2p.tiny import FLUX_VAE_DDCONFIG, randomize_
+
+    autoencoder = randomize_(AutoencoderKL(ddconfig=FLUX_VAE_DDCONFIG, embed_dim=latent_channels), seed=0)
+    return comfy.sd.VAE(sd=autoencoder.state_dict())
+
+
+def head_and_inputs(variant: str, size: int, feature_dim: int) -> tuple[torch.nn.Module, Tensor, Tensor]:
+    """A Detailer Head of ``variant`` at ``feature_dim`` (seed 0, eval), a random size² image and feature map, after a
+    warm-up call on a corner."""
+    from l2p.head import build_head
+
+    torch.manual_seed(0)
+    head = build_head(variant, feature_dim).train(False)
+    p = head.patch_size
+    x, f = torch.randn(1, 3, size, size), torch.randn(1, feature_dim, size // p, size // p)
+    with torch.no_grad():
+        head(x[..., : 4 * p, : 4 * p], f[..., :4, :4])  # warm-up
+    return head, x, f

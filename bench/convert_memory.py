@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import torch
 
+from bench.measure import MIB, Figure, poll_peaks, write_figures
 from l2p.format.tensor_io import PlannedTensor, write_safetensors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,45 +52,34 @@ def synthetic_source(path: str, gb: float) -> int:
     return os.path.getsize(path)
 
 
-def peaks_mib(args: list[str]) -> tuple[float, float, str]:
-    """Run ``python <args>``; poll its /proc status: (peak anonymous RSS, peak total RSS) in MiB, and its stdout.
-
-    Anonymous memory is what a conversion really holds; file-backed pages of a memory-mapped source are
-    page cache the kernel drops under pressure, so they count in the total only.
-    """
-    out = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the child while we poll
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=out, stderr=subprocess.PIPE)
-    anon = total = 0
-    while proc.poll() is None:
-        try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                fields = {ln.split(":")[0]: ln.split()[1] for ln in f if ln.startswith(("RssAnon", "VmHWM"))}
-            anon, total = max(anon, int(fields.get("RssAnon", 0))), max(total, int(fields.get("VmHWM", 0)))
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr.read().decode()[-2000:])
-    out.seek(0)
-    return anon / 1024, total / 1024, out.read().decode()
+def peaks_mib(args: list[str]) -> tuple[float, float]:
+    """(peak anonymous RSS, peak total RSS) in MiB of ``python <args>`` (``bench.measure.poll_peaks``). Anonymous
+    memory is what a conversion really holds; file-backed pages of a memory-mapped source are page cache the
+    kernel drops under pressure, so they count in the total only."""
+    anon, total, _ = poll_peaks(args, cwd=REPO)
+    return anon / MIB, total / MIB
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gb", type=float, default=0.8)
+    ap.add_argument("--smoke", action="store_true", help="a 0.1 GB source; figures to bench/results/smoke")
     args = ap.parse_args()
+    if args.smoke:
+        args.gb = 0.1
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "source.safetensors")
         mb = synthetic_source(src, args.gb) / 2**20
-        base = peaks_mib(["-c", "import torch, time; time.sleep(1)"])[:2]
+        base = peaks_mib(["-c", "import torch, time; time.sleep(1)"])
         runs = {
             f"streamed (python -m l2p.convert), {layout} layout": peaks_mib(
                 ["-m", "l2p.convert", "--source", src, "--out", os.path.join(tmp, f"s-{layout}.safetensors"),
-                 "--layout", layout])[:2]
+                 "--layout", layout])
             for layout in ("official", "comfy")
         } | {
             f"naive load_file + save_file, {layout} layout": peaks_mib(
-                ["-c", NAIVE, src, os.path.join(tmp, f"n-{layout}.safetensors"), layout])[:2]
+                ["-c", NAIVE, src, os.path.join(tmp, f"n-{layout}.safetensors"), layout])
             for layout in ("official", "comfy")
         }
     print(f"source: {mb:.0f} MiB (bf16); memory above a bare `import torch` process "
@@ -102,9 +90,16 @@ def main() -> None:
         a, t = anon - base[0], total - base[1]
         print(f"| {name} | {a:.0f} MiB | {a / mb:.2f} | {t:.0f} MiB | {t / mb:.2f} |")
     values = list(runs.values())
+    figures = []
     for i, layout in enumerate(("official", "comfy")):
         ratio = (values[i][0] - base[0]) / max(values[i + 2][0] - base[0], 1)
         print(f"anonymous memory, streamed / naive, {layout} layout: {ratio:.2f}")
+        figures += [Figure(f"converting a {mb:.0f} MiB bf16 source to the {layout} layout: peak anonymous memory, "
+                           "streamed / load-all", ratio, "x", "measured"),
+                    Figure(f"converting to the {layout} layout: streamed peak anonymous memory / source size",
+                           (values[i][0] - base[0]) / mb, "x", "measured")]
+    write_figures("convert_memory", figures, time.perf_counter() - began, f"{mb:.0f} MiB synthetic bf16 source, "
+                  "one process per conversion", args.smoke)
 
 
 if __name__ == "__main__":

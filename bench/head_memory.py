@@ -35,31 +35,19 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.measure import MIB, PeakRise, interleaved, run_child, spread  # noqa: E402
+from bench.common import comfy_flux_vae, head_and_inputs  # noqa: E402
+from bench.measure import MIB, Figure, PeakRise, interleaved, run_child, spread, write_figures  # noqa: E402
 
 VARIANT, FEATURE_DIM, LATENT_CH, VAE_DOWN = "4k", 3840, 16, 8
 VAE_TILE, VAE_OVERLAP = 512, 64  # VAEDecodeTiled's defaults (px)
 HEAD_MODES = ("untiled", "auto tile", "whole levels")
 
 
-def _comfy_vae():
-    from harness.inprocess import import_comfy
-
-    import_comfy()
-    import comfy.sd
-    from comfy.ldm.models.autoencoder import AutoencoderKL
-
-    from l2p.tiny import FLUX_VAE_DDCONFIG, randomize_
-
-    autoencoder = randomize_(AutoencoderKL(ddconfig=FLUX_VAE_DDCONFIG, embed_dim=LATENT_CH), seed=0)
-    return comfy.sd.VAE(sd=autoencoder.state_dict())
-
-
 def child_vae_tile(job: dict) -> dict:
     import torch
 
     torch.manual_seed(0)
-    vae = _comfy_vae()
+    vae = comfy_flux_vae(LATENT_CH)
     side = VAE_TILE // VAE_DOWN
     with torch.no_grad():
         vae.first_stage_model.decode(torch.randn(1, LATENT_CH, 8, 8))  # warm-up
@@ -74,7 +62,7 @@ def child_vae_tiled(job: dict) -> dict:
     """Core's decode_tiled with a stand-in decoder that holds the measured tile's activations."""
     import torch
 
-    vae = _comfy_vae()
+    vae = comfy_flux_vae(LATENT_CH)
     per_latent_px = job["tile_peak"] / job["tile_latent_px"]
     calls = []
 
@@ -98,27 +86,13 @@ def child_vae_tiled(job: dict) -> dict:
             "tile_equivalents": sum(calls) / job["tile_latent_px"]}
 
 
-def _head(size: int):
-    import torch
-
-    from l2p.head import build_head
-
-    torch.manual_seed(0)
-    head = build_head(VARIANT, FEATURE_DIM).train(False)
-    p = head.patch_size
-    x, f = torch.randn(1, 3, size, size), torch.randn(1, FEATURE_DIM, size // p, size // p)
-    with torch.no_grad():
-        head(x[..., :256, :256], f[..., :4, :4])  # warm-up
-    return head, x, f
-
-
 def child_head(job: dict) -> dict:
     import torch
 
     import l2p.head
     from l2p.head_tiling import run_head_tiled
 
-    head, x, f = _head(job["size"])
+    head, x, f = head_and_inputs(VARIANT, job["size"], FEATURE_DIM)
     if job["mode"] == "whole levels":  # the forward before strips and recomputed skips (training's order)
         l2p.head.stream_rows = lambda rows: rows
         l2p.head.RECOMPUTED_LEVELS = 0
@@ -131,7 +105,7 @@ def child_head(job: dict) -> dict:
 def child_layout(job: dict) -> dict:
     import torch
 
-    head, x, f = _head(job["size"])
+    head, x, f = head_and_inputs(VARIANT, job["size"], FEATURE_DIM)
     seconds: dict[str, list[float]] = {"default": [], "channels_last": []}
     outputs = {}
     for _, layout in interleaved(list(seconds), job["reps"]):
@@ -186,11 +160,34 @@ def main() -> None:
         print(f"head {mode}: {runs[mode][-1]['peak'] / MIB:.0f} MiB, {runs[mode][-1]['seconds']:.1f} s", flush=True)
     layout = child({"kind": "layout", "size": size, "reps": max(2, args.reps)})
     lines = table(size, tile, tiled, head_tile, runs, layout)
-    lines.append(f"\nWhole run: {(time.perf_counter() - began) / 60:.1f} min.")
+    seconds = time.perf_counter() - began
+    lines.append(f"\nWhole run: {seconds / 60:.1f} min.")
     text = "\n".join(lines)
     print(text)
     if not args.smoke:
         pathlib.Path(args.out).write_text(text + "\n")
+    write_figures("head_memory", figures(size, tile, tiled, runs, layout), seconds,
+                  f"{size}², fp32, 2 threads, {args.reps} interleaved repetitions", args.smoke)
+
+
+def figures(size: int, tile: dict, tiled: dict, runs: dict[str, list[dict]], layout: dict) -> list[Figure]:
+    """The headline: the 4K head against the tiled decode (memory, time), against its old forward, and the layout."""
+    untiled = runs["untiled"]
+    head_time = [r["seconds"] for r in untiled]
+    vae_time = tile["seconds"] * tiled["tile_equivalents"]
+    time_vs_old = [r["seconds"] / o["seconds"] for r, o in zip(untiled, runs["whole levels"], strict=True)]
+    cl = [d / c for d, c in zip(layout["seconds"]["default"], layout["seconds"]["channels_last"], strict=True)]
+    where = f"4K head, {size}²"
+    return [
+        Figure(f"{where}: peak, untiled head / tiled VAE decode", max(r["peak"] for r in untiled) / tiled["peak"],
+               "x", "measured"),
+        Figure(f"{where}: peak of the untiled head", max(r["peak"] for r in untiled) / MIB, "MiB", "measured"),
+        Figure(f"{where}: time, tiled VAE decode / untiled head", vae_time / spread(head_time)[0], "x",
+               "extrapolated per tile", vae_time / max(head_time), vae_time / min(head_time), "min, max"),
+        Figure.over(f"{where}: time, untiled head (strips) / the old whole-level forward", time_vs_old, "x",
+                    "measured"),
+        Figure.over(f"{where}: speed-up of channels_last (not used)", cl, "x", "measured"),
+    ]
 
 
 def table(size: int, tile: dict, tiled: dict, head_tile: int, runs: dict[str, list[dict]], layout: dict) -> list[str]:

@@ -7,20 +7,32 @@
   high-water mark is reset there (``/proc/self/clear_refs``), so what ran before (weights, warm-up) does not count.
 * ``interleaved(configs, reps)``: the run order A B C A B C ..., so that a machine that slows down or speeds up
   during the run shifts every configuration alike; ``spread`` gives median, min and max.
+* ``poll_peaks(argv)``: for a child that cannot measure itself (a CLI run as it is): its peak anonymous and
+  total RSS, polled from outside.
+* ``Figure`` / ``write_figures``: a bench's headline figures, each with how it was obtained (``LABELS``), as
+  ``bench/results/<bench>.figures.json``; ``python -m bench`` collects them into one table.
 """
 
 from __future__ import annotations
 
+import datetime
 import gc
 import json
 import os
+import pathlib
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 MIB = 2**20
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+# How a figure was obtained, from the most to the least direct.
+LABELS = ("measured", "counted", "extrapolated per tile", "extrapolated per block", "FLOP model")
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
@@ -66,3 +78,68 @@ def interleaved(configs: list[str], reps: int) -> Iterator[tuple[int, str]]:
 def spread(values: list[float]) -> tuple[float, float, float]:
     """Median, min and max."""
     return statistics.median(values), min(values), max(values)
+
+
+def poll_peaks(argv: list[str], cwd: str | None = None) -> tuple[int, int, str]:
+    """Run ``python argv...`` and poll its /proc status: (peak RssAnon, peak VmHWM in bytes, its stdout). Anonymous
+    memory is what the process really holds; VmHWM also counts the pages of memory-mapped files it read."""
+    out = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the child while we poll
+    env = {**os.environ, **MALLOC_ENV}
+    proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, stdout=out, stderr=subprocess.PIPE, env=env)
+    anon = total = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                fields = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f if ln.startswith(("RssAnon",
+                                                                                                  "VmHWM"))}
+            anon, total = max(anon, fields.get("RssAnon", 0)), max(total, fields.get("VmHWM", 0))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else f"exit code {proc.returncode}")
+    out.seek(0)
+    return anon, total, out.read().decode()
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One headline figure: ``value`` with its spread (``low``/``high``: min and max over repetitions, or a 95%
+    interval, as ``spread_kind`` says), a ``unit`` ("x" for a ratio) and how it was obtained (one of ``LABELS``)."""
+
+    name: str
+    value: float
+    unit: str
+    label: str
+    low: float | None = None
+    high: float | None = None
+    spread_kind: str = ""
+
+    @classmethod
+    def over(cls, name: str, values: list[float], unit: str, label: str) -> Figure:
+        """The median of repetitions, with their min and max."""
+        med, lo, hi = spread(values)
+        return cls(name, med, unit, label, lo, hi, "min, max over repetitions")
+
+    def __post_init__(self) -> None:
+        if self.label not in LABELS:
+            raise ValueError(f"figure {self.name!r}: label {self.label!r} is not one of {LABELS}")
+
+
+def figures_folder(smoke: bool) -> pathlib.Path:
+    """Where a bench's figures go: ``bench/results``, or ``bench/results/smoke`` (not committed) for a smoke run."""
+    return RESULTS / "smoke" if smoke else RESULTS
+
+
+def write_figures(bench: str, figures: list[Figure], seconds: float, setup: str, smoke: bool = False) -> pathlib.Path:
+    """``<bench>.figures.json`` in ``figures_folder(smoke)``: the figures, the run's wall time and setup, and the
+    date, written whole (temp file, then rename)."""
+    folder = figures_folder(smoke)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{bench}.figures.json"
+    doc = {"bench": bench, "command": f"python -m bench.{bench}", "seconds": round(seconds, 1), "setup": setup,
+           "date": datetime.date.today().isoformat(), "figures": [asdict(f) for f in figures]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -28,7 +28,7 @@ import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.measure import interleaved, spread  # noqa: E402
+from bench.measure import Figure, interleaved, spread, write_figures  # noqa: E402
 from l2p.policies import POLICIES, trainable_names  # noqa: E402
 
 GIB = 2**30
@@ -136,11 +136,17 @@ def main() -> None:
     for _, part in interleaved(parts, args.reps):
         seconds[part].append(time_part(part, blocks, inputs, head, head_opt, width))
     lines = report(width, seconds, blocks, head, args.reps)
-    lines.append(f"\nWhole run: {(time.perf_counter() - began) / 60:.1f} min.")
+    took = time.perf_counter() - began
+    lines.append(f"\nWhole run: {took / 60:.1f} min.")
     text = "\n".join(lines)
     print(text)
     if not args.smoke:
         pathlib.Path(args.out).write_text(text + "\n")
+    figures = [Figure.over(f"training step, {policy} policy / full fine-tune" + (", both checkpointed" * ckpt),
+                           step_ratios(seconds, policy, ckpt), "x", "extrapolated per block")
+               for policy in POLICIES for ckpt in (False, True)]
+    write_figures("policy_cost", figures, took, f"dim {width.dim}, {width.image}² image, fp32, 2 threads, "
+                  f"{args.reps} interleaved repetitions", args.smoke)
 
 
 def time_part(part: str, blocks: dict, inputs: dict, head, head_opt, width: Width) -> float:
@@ -150,19 +156,27 @@ def time_part(part: str, blocks: dict, inputs: dict, head, head_opt, width: Widt
     return time_block(blocks[side], inputs[side], kind, side == "image")
 
 
+def step_seconds(seconds: dict[str, list[float]], policy: str, rep: int, checkpointing: bool) -> float:
+    """One training step under ``policy`` in repetition ``rep``, composed from the measured block kinds."""
+    total = seconds["head"][rep]
+    for kind, n in block_kinds(policy).items():
+        side, what = kind.split()
+        total += n * seconds[kind][rep]
+        if checkpointing and what != "forward":
+            total += n * seconds[f"{side} forward"][rep]
+    return total
+
+
+def step_ratios(seconds: dict[str, list[float]], policy: str, checkpointing: bool) -> list[float]:
+    """Per repetition: a step under ``policy`` / a full fine-tune's step (both with or without checkpointing)."""
+    return [step_seconds(seconds, policy, r, checkpointing) / step_seconds(seconds, "full", r, checkpointing)
+            for r in range(len(seconds["head"]))]
+
+
 def report(width: Width, seconds: dict[str, list[float]], blocks: dict, head, reps: int) -> list[str]:
     per_block = {"image": sum(p.numel() for p in blocks["image"].parameters()),
                  "caption": sum(p.numel() for p in blocks["caption"].parameters())}
     head_params = sum(p.numel() for p in head.parameters())
-
-    def step(policy: str, rep: int, checkpointing: bool) -> float:
-        total = seconds["head"][rep]
-        for kind, n in block_kinds(policy).items():
-            side, what = kind.split()
-            total += n * seconds[kind][rep]
-            if checkpointing and what != "forward":
-                total += n * seconds[f"{side} forward"][rep]
-        return total
 
     def trainable(policy: str) -> int:
         counts = block_kinds(policy)
@@ -184,10 +198,8 @@ def report(width: Width, seconds: dict[str, list[float]], blocks: dict, head, re
     full = trainable("full")
     for policy in (*POLICIES, "full"):
         counts = block_kinds(policy)
-        ratio = [step(policy, r, False) / step("full", r, False) for r in range(reps)]
-        ratio_ckpt = [step(policy, r, True) / step("full", r, True) for r in range(reps)]
-        med, lo, hi = spread(ratio)
-        cmed, clo, chi = spread(ratio_ckpt)
+        med, lo, hi = spread(step_ratios(seconds, policy, False))
+        cmed, clo, chi = spread(step_ratios(seconds, policy, True))
         n = trainable(policy)
         lines.append(f"| {policy} | {counts['image train']} + {counts['caption train']} | {n / 1e6:,.0f}M "
                      f"({n / full:.0%}) | {med:.2f} [{lo:.2f}, {hi:.2f}] | {cmed:.2f} [{clo:.2f}, {chi:.2f}] | "

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from bench.common import paired_bootstrap, wilson
+from bench.measure import Figure, write_figures
 from harness.graph import with_step_cache
 from scripts.demo import DEMO_L2P as MODEL
 from scripts.demo import DEMO_TE as TEXT_ENCODER
@@ -96,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=240)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the server (pinned)")
     ap.add_argument("--out", default=str(OUT), help="the table (default: %(default)s; 'none' to skip)")
+    ap.add_argument("--smoke", action="store_true", help="3 prompts, no table; figures to bench/results/smoke")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.prompts, args.out = 3, "none"
 
     from harness.server import ComfyServer
     from shapes_world import make_scenes, prompt_for
@@ -139,8 +143,15 @@ def main(argv: list[str] | None = None) -> int:
              "| configuration | steps answered from the cache (of 20) | sampler s per image (median) | speed-up | "
              "colour level | change | strict | change |", "|---|---|---|---|---|---|---|---|"]
     base = CONFIGS[0].name
+    figures = []
     for c in CONFIGS:
         speed = ratio_interval(seconds[base], seconds[c.name])
+        if c.name != base:
+            d = paired_bootstrap(scores[c.name]["colour level"], scores[base]["colour level"])
+            figures += [Figure(f"{c.name}: sampler speed-up (shapes model, 20 steps)", *speed[:1], "x", "measured",
+                               *speed[1:], "95% bootstrap interval over prompts"),
+                        Figure(f"{c.name}: colour-level score change", d[0], "score", "measured", d[1], d[2],
+                               "95% paired bootstrap interval")]
         cells = [c.name, f"{skips[c.name].mean():.1f}", f"{np.median(seconds[c.name]):.3f}",
                  f"{speed[0]:.2f}x [{speed[1]:.2f}, {speed[2]:.2f}]"]
         for metric in ("colour level", "strict"):
@@ -153,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                 d, dlo, dhi = paired_bootstrap(hits, scores[base][metric])
                 cells.append(f"{d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Wall time {time.perf_counter() - start:.0f} s (`python -m bench.step_cache --prompts {n}`)."]
+    took = time.perf_counter() - start
+    lines += ["", f"Wall time {took:.0f} s (`python -m bench.step_cache --prompts {n}`)."]
+    write_figures("step_cache", figures, took, f"shapes demo model, {n} prompts, {args.threads} threads, "
+                  "configurations rotated per prompt", args.smoke)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out != "none":
