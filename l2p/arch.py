@@ -31,6 +31,10 @@ class SourceArch:
     latent_channels: int = 16
     latent_patch: int = 2
     vae_downscale: int = 8
+    # The model's latent space from a raw VAE latent z: (z - shift) * scale. Both are Flux-VAE models
+    # (ComfyUI's latent_formats.Flux); a diffusers VAE folder carries its own in its config.
+    latent_scale: float = 0.3611
+    latent_shift: float = 0.1159
     # Constants of the NextDiT family that tensor shapes do not carry:
     rope_theta: float = 256.0
     time_scale: float = 1000.0

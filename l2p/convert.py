@@ -3,8 +3,9 @@
 Every source tensor whose name and shape still fit is copied unchanged; the latent patch embedder and the
 final layer are dropped; a pixel patch embedder (``p*p*3`` inputs) and a Detailer Head are added
 (l2p-technical.md §1.6). Inits of the new embedder: ``official`` (PyTorch default, seeded, as the authors
-did) or ``vae_lsq`` / ``vae_orth`` (fitted through the source's VAE, see ``init_fit``). The head always
-starts at its seeded default init.
+did) or ``vae_lsq`` / ``vae_orth`` (fitted through the source's VAE, see ``init_fit``); the head starts at its
+seeded default init. ``distill`` goes further: it starts from ``vae_orth``, then trains the new interface and
+the head against the source, all else frozen (``l2p.distill``), and so holds the whole model in memory.
 
 The conversion is a list of planned tensors made one at a time from a lazy source, so a 6B model converts
 with about one tensor in memory besides the new parts (``tensor_io``). The checkpoint's metadata records
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from .arch import SourceArch, detect_arch
+from .distill import DISTILL_INIT, DistillConfig, DistillReport
 from .format.export import OWN, Export, export_metadata, layout_plan, plan_export
 from .format.keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix, with_head_prefix
 from .format.layouts import COMFY, OFFICIAL, detect_layout, infer_patch_size, source_config
@@ -32,7 +34,7 @@ from .head import HEAD_VARIANTS, build_head, detect_head_variant, head_width_div
 from .init_fit import FIT_INITS, fit_pixel_embedder
 from .policies import report
 
-INITS = ("official", *FIT_INITS)
+INITS = ("official", *FIT_INITS, DISTILL_INIT)
 LAYOUTS = (OFFICIAL, COMFY)
 
 
@@ -52,6 +54,9 @@ def plan_conversion(source: TensorSource, patch_size: int = 16, init: str = "off
     """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
+    if init == DISTILL_INIT:
+        raise ValueError("init distill trains the new parts: run it through l2p.distill.distilled_conversion "
+                         "(python -m l2p.convert --init distill, or L2P Convert)")
     if init in FIT_INITS and fit_pairs is None:
         raise ValueError(f"init {init} needs the source's VAE (fit images encoded by it): connect a VAE, or use "
                          "the official init")
@@ -126,23 +131,21 @@ def _tqdm_progress(items, total):
     return tqdm(items, total=total, unit="tensor", desc="converting", file=sys.stderr)
 
 
-def _vae_fit_pairs(vae_dir: str, arch: SourceArch, patch_size: int, n_images: int, seed: int):
-    """Encode procedural fit images with a diffusers AutoencoderKL folder (the source repo's ``vae/``)."""
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError:
-        raise SystemExit("the vae_* inits need diffusers: pip install 'comfyui-l2p[train]'") from None
+def _vae_encoder(vae_path: str, arch: SourceArch, device: str):
+    """The source's VAE (a diffusers folder or a ComfyUI / ldm .safetensors file) as images -> model latents."""
+    from .vae_io import latent_encoder, load_vae
+
+    vae, scale, shift = load_vae(vae_path, arch.latent_scale, arch.latent_shift)
+    return latent_encoder(vae.to(device), scale, shift)
+
+
+def _fit_pairs(encode, arch: SourceArch, patch_size: int, n_images: int, seed: int):
+    """Procedural fit images and their latents, as (pixel patches, latent patches) for the vae_* fits."""
     from .init_fit import fit_images, patch_pairs
 
-    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True, use_safetensors=True).train(False)
-    scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
-
-    @torch.no_grad()
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([(vae.encode(im[None]).latent_dist.mean - shift) * scale for im in images])
-
     size = max(patch_size, 256 // patch_size * patch_size)
-    return patch_pairs(fit_images(n_images, size, seed), encode, patch_size, arch.latent_patch, arch.vae_downscale)
+    return patch_pairs(fit_images(n_images, size, seed), lambda x: encode(x).cpu(), patch_size, arch.latent_patch,
+                       arch.vae_downscale)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-width-div", type=int, default=None,
                     help="build the Detailer Head this many times narrower (default: 1 = official for a latent "
                          "source, the source head's width for a re-head; tiny CPU models use 4)")
-    ap.add_argument("--vae", help="diffusers AutoencoderKL folder for the vae_* inits (default: <source>/vae)")
+    ap.add_argument("--vae", help="the source's VAE for the vae_* and distill inits: a diffusers AutoencoderKL folder "
+                                  "or a ComfyUI VAE .safetensors file (default: <source>/vae)")
     ap.add_argument("--fit-images", type=int, default=64, help="procedural images encoded for the vae_* fit")
+    dist = ap.add_argument_group("init distill (l2p.distill)")
+    dist.add_argument("--distill-images", help="a folder of images to distill on, ideally the source's own generations "
+                                               "(default: procedural images)")
+    dist.add_argument("--distill-size", type=int, default=256, help="image side, a multiple of the patch (crop+resize)")
+    dist.add_argument("--distill-batch", type=int, default=2)
+    dist.add_argument("--distill-steps", type=int, default=DistillConfig.align_steps,
+                      help="steps aligning the embedder and the blocks below the first frozen one")
+    dist.add_argument("--distill-head-steps", type=int, default=DistillConfig.head_steps,
+                      help="steps training the Detailer Head on the frozen trunk")
+    dist.add_argument("--distill-lr", type=float, default=DistillConfig.lr, help="learning rate of both stages")
+    dist.add_argument("--device", default=None, help="where to distill (default: cuda when available, else cpu)")
     ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ap.add_argument("--print-metadata", action="store_true", help="also print the file's l2p.* metadata as JSON")
     args = ap.parse_args(argv)
@@ -197,19 +212,69 @@ def _convert(source: TensorSource, args: argparse.Namespace, source_name: dict[s
     patch = args.patch or HEAD_VARIANTS[head].cls.patch_size
     init = args.init or "official"
     width_div = 1 if args.head_width_div is None else args.head_width_div
-    fit_pairs = None
-    if init in FIT_INITS:
-        vae_dir = args.vae or os.path.join(args.source, "vae")
-        if not os.path.isdir(vae_dir):
-            raise ValueError(f"--init {init} needs the source's VAE: pass --vae DIR (a diffusers "
-                             "AutoencoderKL folder)")
-        fit_pairs = _vae_fit_pairs(vae_dir, detect_arch(source.meta.keys()), patch, args.fit_images, args.seed)
+    fit_pairs, arch = None, detect_arch(source.meta.keys())
+    if init != "official":
+        vae_path = args.vae or os.path.join(args.source, "vae")
+        if not os.path.exists(vae_path):
+            raise ValueError(f"--init {init} needs the source's VAE: pass --vae (a diffusers AutoencoderKL folder or a "
+                             "ComfyUI VAE .safetensors file)")
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        encode = _vae_encoder(vae_path, arch, device)
+        fit_pairs = _fit_pairs(encode, arch, patch, args.fit_images, args.seed)
+    if init == DISTILL_INIT:
+        return _distill(source, args, source_name, encode, fit_pairs, head, width_div, device)
     conv = plan_conversion(source, patch_size=patch, init=init, seed=args.seed, layout=args.layout,
                            policy=args.policy or "official", fit_pairs=fit_pairs, head_variant=head,
                            head_width_div=width_div)
     exp = Export(conv.plan, export_metadata(conv.layout, source_name, conv.metadata))
     return exp, {"arch": conv.arch, "head": head, "width_div": width_div, "patch": patch, "layout": conv.layout,
                  "rows": [("init", f"{init} pixel embedder; the Detailer Head at its seeded default init")]}
+
+
+def _distill(source: TensorSource, args: argparse.Namespace, source_name: dict[str, str], encode, fit_pairs,
+             head: str, width_div: int, device: str) -> tuple[Export, dict]:
+    """``--init distill``: the vae_orth conversion trained against the source (``l2p.distill``), then planned."""
+    from .distill import distilled_conversion, image_batches
+
+    arch = detect_arch(source.meta.keys())
+    layout = args.layout or (OFFICIAL if arch.official_layout else COMFY)
+    cap_dim = next(source.meta[k].shape[1] for k in source.meta if k.endswith("cap_embedder.1.weight"))
+    batches = image_batches(args.distill_images, args.distill_size, args.distill_batch, int(cap_dim), args.seed,
+                            device)
+    cfg = DistillConfig(align_steps=args.distill_steps, head_steps=args.distill_head_steps, lr=args.distill_lr,
+                        head_lr=args.distill_lr, seed=args.seed)
+    bars: dict[str, object] = {}
+
+    def progress(stage: str, step: int, steps: int, loss: float) -> None:
+        bar = bars.get(stage) or bars.setdefault(stage, _tqdm_bar(steps, f"distill {stage}"))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if step == steps:
+                bar.close()
+
+    sd, meta, rep = distilled_conversion(source, encode, batches, fit_pairs, patch_size=args.patch or 16,
+                                         seed=args.seed, policy=args.policy or "paper", head_variant=head,
+                                         head_width_div=width_div, cfg=cfg, device=device, progress=progress)
+    exp = plan_export(sd, layout, args.patch or 16, {**source_name, "layout": OWN, "pack_version": OWN},
+                      inherited=meta)
+    return exp, {"arch": arch, "head": head, "width_div": width_div, "patch": args.patch or 16, "layout": layout,
+                 "rows": [("init", distill_summary(rep))]}
+
+
+def distill_summary(rep: DistillReport) -> str:
+    """One line: what the distillation trained and how its losses moved."""
+    a, h = rep.align_loss, rep.head_loss
+    return (f"distill: tokens aligned at block {rep.align_block} by {', '.join(rep.aligned)}; relative error "
+            f"{a[0]:.3f} -> {a[1]:.3f}; head flow loss {h[0]:.3f} -> {h[1]:.3f}; {rep.images} images")
+
+
+def _tqdm_bar(total: int, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, file=sys.stderr)
 
 
 def _rehead(source: TensorSource, args: argparse.Namespace, source_name: dict[str, str]) -> tuple[Export, dict]:

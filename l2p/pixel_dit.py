@@ -8,10 +8,13 @@ head predicts ``x0 - noise`` and the model returns its negation, ``noise - x0``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from .format.keys import with_head_prefix
+from .format.layouts import L2PConfig
 from .head import build_head
 
 
@@ -61,3 +64,29 @@ def official_state_dict(trunk: nn.Module, head: nn.Module) -> dict[str, torch.Te
     sd = {k: v for k, v in trunk.state_dict().items() if not k.startswith("all_final_layer.")}
     sd.update(with_head_prefix(head.state_dict()))
     return sd
+
+
+def official_names(model: PixelDiT) -> dict[str, str]:
+    """PixelDiT parameter name -> official L2P name (``trunk.`` dropped; the head keeps ``local_decoder.``)."""
+    return {n: n[len("trunk."):] if n.startswith("trunk.") else n for n, _ in model.named_parameters()}
+
+
+def pixel_dit_from_official(sd: Mapping[str, torch.Tensor], cfg: L2PConfig, what: str = "the model") -> PixelDiT:
+    """A float32 PixelDiT holding an official-layout state dict: weights assigned into a meta-device skeleton (no
+    second copy, no random init of 6B parameters). A state dict that does not match ``cfg`` is refused in one line
+    naming ``what``."""
+    from .tiny import official_trunk
+
+    trunk = official_trunk(cfg.dim, cfg.n_layers, cfg.n_noise_refiner, cfg.n_heads, cfg.cap_feat_dim, cfg.patch_size,
+                           device="meta")
+    with torch.device("meta"):
+        head = build_head(cfg.head_variant, cfg.dim, width_div=cfg.head_width_div)
+    model = PixelDiT(trunk, head, head_variant=cfg.head_variant)
+    names = official_names(model)
+    expected = set(names.values()) | {k for k, _ in model.named_buffers()}
+    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{what} does not match its own architecture ({len(missing)} tensors missing, e.g. "
+                         f"{(missing or unexpected)[0]}): convert or export it again")
+    model.load_state_dict({n: sd[o].float() for n, o in names.items()}, assign=True, strict=True)
+    return model

@@ -16,10 +16,8 @@ from l2p.arch import ARCHITECTURES
 from l2p.format.keys import L2PFormatError, strip_prefix
 from l2p.format.layouts import COMFY, L2PConfig, comfy_to_official, detect_layout, infer_config
 from l2p.format.tensor_io import open_source
-from l2p.head import build_head
-from l2p.pixel_dit import PixelDiT
+from l2p.pixel_dit import PixelDiT, official_names, pixel_dit_from_official
 from l2p.policies import report, trainable_names
-from l2p.tiny import official_trunk
 
 
 @dataclass
@@ -30,11 +28,6 @@ class LoadedModel:
     metadata: dict[str, str]
     policy: str
     trainable: list[str]  # official names of the trained parameters
-
-
-def official_names(model: PixelDiT) -> dict[str, str]:
-    """PixelDiT parameter name -> official L2P name (``trunk.`` dropped; the head keeps ``local_decoder.``)."""
-    return {n: n[len("trunk."):] if n.startswith("trunk.") else n for n, _ in model.named_parameters()}
 
 
 def model_header(path: str, src=None) -> L2PConfig:
@@ -57,19 +50,8 @@ def load_model(path: str, policy: str = "") -> LoadedModel:
     if not ARCHITECTURES[cfg.arch].official_layout:
         raise ValueError(f"training {ARCHITECTURES[cfg.arch].label} conversions is not supported yet: the trainer "
                          "runs Z-Image-based L2P models")
-    trunk = official_trunk(cfg.dim, cfg.n_layers, cfg.n_noise_refiner, cfg.n_heads, cfg.cap_feat_dim, cfg.patch_size,
-                           device="meta")
-    with torch.device("meta"):
-        head = build_head(cfg.head_variant, cfg.dim, width_div=cfg.head_width_div)
-    model = PixelDiT(trunk, head, head_variant=cfg.head_variant)
+    model = pixel_dit_from_official(sd, cfg, path)
     names = official_names(model)
-    expected = set(names.values()) | {k for k, _ in model.named_buffers()}
-    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match its own architecture ({len(missing)} tensors missing, e.g. "
-                         f"{(missing or unexpected)[0]}): convert or export it again")
-    state = {n: sd[o].float() for n, o in names.items()}
-    model.load_state_dict(state, assign=True, strict=True)
     policy = policy or src.metadata.get("l2p.policy") or "official"
     chosen = trainable_names(names.values(), policy, cfg.n_layers)
     for n, p in model.named_parameters():

@@ -31,7 +31,18 @@ from shapes_world.scene import TASKS, sample_scene
 from training.contract import TrainConfig, parse_event, to_toml
 
 from . import models
-from .config import HEAD_WIDTH_DIV, PIXEL_PATCH, REPO, RUNS, SEEDS, Budget, budget_dict, stage_key
+from .config import (
+    HEAD_WIDTH_DIV,
+    LATENT_SCALE,
+    LATENT_SHIFT,
+    PIXEL_PATCH,
+    REPO,
+    RUNS,
+    SEEDS,
+    Budget,
+    budget_dict,
+    stage_key,
+)
 
 Tensor = torch.Tensor
 
@@ -250,12 +261,13 @@ class Pipeline:
         ``convert_<init>``: the same conversion with another pixel-embedder init (made on first use)."""
         if start not in self.start_files:
             init = start.removeprefix("convert_")
-            key = stage_key("convert", self.b, self.source_key, extra=init)
+            key = stage_key("convert", self.b, self.source_key, extra=f"{init}:model-latent-space")
 
             def make(folder: Path) -> dict[str, Any]:
                 vae_dir = folder / "vae"  # a diffusers folder: what l2p.convert reads for the vae_* inits
                 vae = models.vae_from_state(self.vae_sd)
-                vae.register_to_config(scaling_factor=1.0, shift_factor=0.0)  # its latent norm is in the weights
+                # the DiT's latents are (raw - SHIFT) * SCALE (models.encode): the fits must target that space
+                vae.register_to_config(scaling_factor=LATENT_SCALE, shift_factor=LATENT_SHIFT)
                 vae.save_pretrained(str(vae_dir), safe_serialization=True)
                 subprocess.run([sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out",
                                 str(folder / "l2p-converted.safetensors"), "--patch", str(PIXEL_PATCH), "--init",
@@ -334,7 +346,7 @@ class Pipeline:
         folder, info = self.folder_stage(f"train_{run_name}", key, make)
         return folder, info, key
 
-    def _run_model(self, run_name: str, checkpoint: str | None) -> torch.nn.Module:
+    def run_model(self, run_name: str, checkpoint: str | None) -> torch.nn.Module:
         """The run's start model with a checkpoint's weights (its EMA when the run kept one) copied in."""
         import safetensors.torch
 
@@ -368,7 +380,7 @@ class Pipeline:
         key = stage_key("sample", self.b, self.start_file(start)[1], self.world_key, extra=start)
 
         def make():
-            return {"images": self._sample(self._run_model(run_name, None))}, {}
+            return {"images": self._sample(self.run_model(run_name, None))}, {}
 
         if start not in self.start_scores:  # asked for by each run; fetched (and its time counted) once
             sd, _ = self.stages.get(f"eval_start_{start}", key, make)
@@ -388,7 +400,7 @@ class Pipeline:
 
         def make():
             steps = checkpoints(str(folder / "run"))
-            images = {f"step_{step}": self._sample(self._run_model(run_name, path)) for step, path in steps}
+            images = {f"step_{step}": self._sample(self.run_model(run_name, path)) for step, path in steps}
             return images, {"steps": [step for step, _ in steps]}
 
         sd, info = self.stages.get(f"eval_{run_name}", key, make)
