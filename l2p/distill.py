@@ -231,17 +231,36 @@ def distill(model: PixelDiT, source_embedder: nn.Module, encode: Callable[[Tenso
     return DistillReport(cfg, k, trained, _ends(align_losses), _ends(head_losses), images)
 
 
-def image_batches(folder: str | None, size: int, batch: int, cap_dim: int, seed: int = 0,
-                  device: str | torch.device = "cpu") -> Iterator[tuple[Tensor, list[Tensor]]]:
-    """Endless batches of (size² images in [-1, 1], caption features): a folder's images (centre-cropped square,
-    resized; a seeded shuffle per pass) or, without one, procedural pictures. The caption is one zero token: the
-    aligned stream and the head's features need a caption, and this one is the same for teacher and student."""
+def _orders(n: int, batch: int, seed: int) -> Iterator[list[int]]:
+    """Endless batches of indices into n items: a seeded shuffle per pass (a batch may wrap around)."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=gen).tolist()
+        for i in range(0, max(n - batch + 1, 1), batch):
+            yield [order[(i + j) % n] for j in range(batch)]
+
+
+def tensor_batches(pixels: Tensor | None, size: int, batch: int, cap_dim: int, seed: int = 0,
+                   device: str | torch.device = "cpu") -> Iterator[tuple[Tensor, list[Tensor]]]:
+    """Endless batches of (size² images in [-1, 1], caption features) from ``pixels`` [N, 3, S, S] (resized) or,
+    without them, procedural pictures. The caption is one zero token: the aligned stream and the head's features
+    need a caption, and this one is the same for teacher and student."""
     from .init_fit import fit_images
 
     caption = [torch.zeros(1, cap_dim, device=device) for _ in range(batch)]
-    if folder is None:
+    if pixels is None:
         for i in range(2**62):
             yield fit_images(batch, size, seed * 1_000_003 + i).to(device), caption
+    images = F.interpolate(pixels.float(), size=(size, size), mode="area") if pixels.shape[-1] != size else pixels
+    for idx in _orders(len(images), batch, seed):
+        yield images[idx].to(device), caption
+
+
+def image_batches(folder: str | None, size: int, batch: int, cap_dim: int, seed: int = 0,
+                  device: str | torch.device = "cpu") -> Iterator[tuple[Tensor, list[Tensor]]]:
+    """``tensor_batches`` from a folder's images (centre-cropped square and resized, read as they are needed)."""
+    if folder is None:
+        yield from tensor_batches(None, size, batch, cap_dim, seed, device)
     files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise ValueError(f"{os.path.basename(os.path.normpath(folder))}: no images ({', '.join(IMAGE_SUFFIXES)}) "
@@ -256,12 +275,9 @@ def image_batches(folder: str | None, size: int, batch: int, cap_dim: int, seed:
             im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
             return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
 
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(files), generator=gen).tolist()
-        for i in range(0, len(order) - batch + 1 if len(order) >= batch else 1, batch):
-            names = [files[order[(i + j) % len(order)]] for j in range(batch)]
-            yield torch.stack([load(n) for n in names]).to(device), caption
+    caption = [torch.zeros(1, cap_dim, device=device) for _ in range(batch)]
+    for idx in _orders(len(files), batch, seed):
+        yield torch.stack([load(files[i]) for i in idx]).to(device), caption
 
 
 def distilled_conversion(source, encode: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, list[Tensor]]],

@@ -9,15 +9,17 @@ import torch
 from comfy_api.latest import io
 
 from ..l2p.arch import ARCHITECTURES, detect_arch, supported_list
-from ..l2p.convert import INITS, plan_conversion
+from ..l2p.convert import INITS, distill_summary, plan_conversion
+from ..l2p.distill import DISTILL_INIT, DistillConfig, distilled_conversion, tensor_batches
 from ..l2p.format.export import OWN, plan_export
 from ..l2p.format.keys import L2PFormatError
 from ..l2p.format.layouts import COMFY, OFFICIAL
 from ..l2p.format.tensor_io import DictSource, open_source
-from ..l2p.init_fit import FIT_INITS, fit_images, patch_pairs
+from ..l2p.init_fit import fit_images, patch_pairs
 from ..l2p.policies import POLICIES
 from .comfy_core import (
     METADATA,
+    ProgressBar,
     is_l2p,
     is_lumina2,
     load_l2p_state_dict,
@@ -29,6 +31,7 @@ from .files import L2P_FOLDER, new_checkpoint_path, source_names, source_path
 from .loader import WEIGHT_DTYPES
 
 FIT_IMAGES = 32
+DISTILL_SIZE, DISTILL_BATCH = 256, 2
 
 
 def _policy(policy: str, custom_blocks: str) -> str:
@@ -91,7 +94,10 @@ class L2PConvert(io.ComfyNode):
                 io.Combo.Input("init", options=list(INITS), default="official",
                                tooltip="official: new embedder at default random init, as the authors did. "
                                        "vae_lsq / vae_orth: embedder fitted so a pixel patch embeds like its "
-                                       "VAE latent (needs the source's VAE); vae_orth also keeps noise statistics."),
+                                       "VAE latent (needs the source's VAE); vae_orth also keeps noise statistics. "
+                                       "distill (Z-Image, patch 16): vae_orth, then the embedder and the trainable "
+                                       "blocks below the first frozen one learn the source's tokens and the head "
+                                       "learns to decode the frozen trunk (needs the VAE; minutes to hours)."),
                 io.Combo.Input("policy", options=[*POLICIES, "custom"], default="official",
                                tooltip="Trainable set stored with the model for fine-tuning. official: embedders, "
                                        "refiners, first 5 and last 5 blocks, head. paper: input projection, first "
@@ -104,7 +110,11 @@ class L2PConvert(io.ComfyNode):
                 io.Vae.Input("vae", optional=True, tooltip="The source's VAE, for the vae_* inits."),
                 io.Image.Input("fit_images", optional=True,
                                tooltip="Optional images for the vae_* fit (cropped to multiples of the patch "
-                                       "size); built-in procedural images are used without them."),
+                                       "size) and for distill (ideally the source's own generations, centre-"
+                                       "cropped to 256 px); built-in procedural images are used without them."),
+                io.Int.Input("distill_steps", default=DistillConfig.align_steps, min=1, max=100000, optional=True,
+                             tooltip="For init distill: steps of each stage (token alignment, then the head), "
+                                     f"{DISTILL_BATCH} images a step. Cancel stops the run."),
             ],
             outputs=[io.Model.Output(tooltip="The L2P pixel model (latents are pixels in [-1, 1])."),
                      io.String.Output(display_name="report", tooltip="Architecture, init and trainable-set counts.")],
@@ -112,7 +122,8 @@ class L2PConvert(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, patch_size: int = 16, init: str = "official", policy: str = "official",
-                custom_blocks: str = "", seed: int = 0, vae=None, fit_images=None) -> io.NodeOutput:
+                custom_blocks: str = "", seed: int = 0, vae=None, fit_images=None,
+                distill_steps: int = DistillConfig.align_steps) -> io.NodeOutput:
         base = model.model
         if is_l2p(model):
             raise ValueError("this MODEL is already an L2P pixel model: save it with L2P Save Checkpoint or sample "
@@ -123,20 +134,61 @@ class L2PConvert(io.ComfyNode):
         sd = patched_state_dict(model)
         arch = detect_arch(sd.keys())
         fit_pairs = None
-        if init in FIT_INITS:
+        if init != "official":
             if vae is None:
                 raise ValueError(f"init {init} needs the source's VAE: connect the vae input, or pick init official")
             fit_pairs = _fit_pairs(base, vae, fit_images, arch, patch_size)
-        conv = plan_conversion(DictSource(sd), patch_size=patch_size, init=init, seed=seed, layout=COMFY,
-                               policy=_policy(policy, custom_blocks), fit_pairs=fit_pairs)
-        out_sd = {p.name: p.make() for p in conv.plan}
+        policy = _policy(policy, custom_blocks)
+        if init == DISTILL_INIT:
+            out_sd, metadata, summary = _distill(base, vae, fit_images, sd, fit_pairs, patch_size, seed, policy,
+                                                 distill_steps)
+        else:
+            conv = plan_conversion(DictSource(sd), patch_size=patch_size, init=init, seed=seed, layout=COMFY,
+                                   policy=policy, fit_pairs=fit_pairs)
+            out_sd, metadata, summary = {p.name: p.make() for p in conv.plan}, conv.metadata, f"init {init}"
         dtype = base.get_dtype()
         # In memory, nothing for dynamic VRAM to reload from: a plain ModelPatcher.
         pixel = load_l2p_state_dict(out_sd, dtype=dtype if dtype in (torch.float32, torch.bfloat16,
                                                                      torch.float16) else None, disable_dynamic=True)
-        pixel.set_attachments(METADATA, conv.metadata)
-        report = f"{arch.label} -> L2P patch {patch_size}, init {init}; {conv.metadata['l2p.policy_report']}"
+        pixel.set_attachments(METADATA, metadata)
+        report = f"{arch.label} -> L2P patch {patch_size}, {summary}; {metadata['l2p.policy_report']}"
         return io.NodeOutput(pixel, report)
+
+
+def _distill(base, vae, images, sd: dict, fit_pairs, patch_size: int, seed: int, policy: str, steps: int):
+    """``init distill`` (``l2p.distill``) on the compute device, with a progress bar and cancel."""
+    if images is None:
+        pixels = None
+    else:
+        side = min(images.shape[1:3]) // patch_size * patch_size
+        if not side:
+            raise ValueError(f"fit_images are smaller than one {patch_size}-pixel patch: use larger images")
+        top, left = (images.shape[1] - side) // 2, (images.shape[2] - side) // 2
+        pixels = images[:, top:top + side, left:left + side, :3].movedim(-1, 1).float() * 2 - 1
+    device = model_management.get_torch_device()
+    cap_dim = int(sd["cap_embedder.1.weight"].shape[1])
+    cfg = DistillConfig(align_steps=steps, head_steps=steps, seed=seed)
+    pbar = ProgressBar(2 * steps)
+
+    def progress(stage: str, step: int, total: int, loss: float) -> None:
+        model_management.throw_exception_if_processing_interrupted()
+        pbar.update(1)
+
+    out, metadata, rep = distilled_conversion(
+        DictSource(sd), _latent_encoder(base, vae), tensor_batches(pixels, DISTILL_SIZE, DISTILL_BATCH, cap_dim, seed,
+                                                                    device),
+        fit_pairs, patch_size=patch_size, seed=seed, policy=policy, cfg=cfg, device=device, progress=progress)
+    return out, metadata, distill_summary(rep)
+
+
+def _latent_encoder(base, vae):
+    """Images [B, 3, H, W] in [-1, 1] -> the model's latents, through ComfyUI's VAE and the model's latent format."""
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        latents = vae.encode(((x.float().cpu() + 1) / 2).movedim(1, -1))
+        return base.process_latent_in(latents.to(model_management.intermediate_device())).to(x.device)
+
+    return encode
 
 
 def _fit_pairs(base, vae, images, arch, patch_size: int):
@@ -149,10 +201,7 @@ def _fit_pairs(base, vae, images, arch, patch_size: int):
             raise ValueError(f"fit_images are smaller than one {patch_size}-pixel patch: use larger images")
         pixels = images[:, :h, :w, :3].movedim(-1, 1).float() * 2 - 1
 
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        latents = vae.encode(((x + 1) / 2).movedim(1, -1))
-        return base.process_latent_in(latents.to(model_management.intermediate_device())).cpu()
-
+    encode = _latent_encoder(base, vae)
     if vae.latent_channels != arch.latent_channels:
         raise ValueError(f"the VAE has {vae.latent_channels} latent channels, the model {arch.latent_channels}: "
                          "connect the source model's own VAE")

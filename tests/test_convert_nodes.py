@@ -191,6 +191,31 @@ def test_vae_init_fits_the_embedder_through_a_real_comfy_vae(models):
         convert.L2PConvert.execute(source, 16, "vae_lsq", "official", "", 0)
 
 
+def test_distill_init_through_the_node_aligns_and_leaves_the_source_alone(models, monkeypatch):
+    """L2P Convert with init distill on a 4-block source and a real ComfyUI VAE: the report says what it trained,
+    the model carries l2p.distill, samples, and the source MODEL's weights are untouched."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    convert = pack_module("convert")
+    monkeypatch.setattr(convert, "DISTILL_SIZE", 32)  # the real-width VAE on 256 px images is slow on a CPU
+    vae = comfy.sd.VAE(sd=randomize_(AutoencoderKL(ddconfig=FLUX_VAE_DDCONFIG, embed_dim=16), seed=0).state_dict())
+    save_safetensors_atomic(tiny_latent_zimage(seed=2, n_layers=4), str(models / "diffusion_models" / "s.safetensors"))
+    source, _ = convert.L2PSourceModelLoader.execute("s.safetensors", "fp32").args
+    before = {k: v.clone() for k, v in source.model.diffusion_model.state_dict().items()}
+    images = torch.rand(3, 40, 48, 3)
+    pixel, report = convert.L2PConvert.execute(source, 16, "distill", "paper", "", 0, vae, images, 2).args
+    assert "distill: tokens aligned at block 1 by all_x_embedder.16-1, layers.0, noise_refiner.0" in report
+    meta = pixel.get_attachment(pack_module("comfy_core").METADATA)
+    assert meta["l2p.init"] == "distill" and json.loads(meta["l2p.distill"])["images"] == 2 * 2 * 2
+    after = source.model.diffusion_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    x = torch.randn(1, 3, 32, 32)
+    assert predict(pixel, x).isfinite().all()
+    with pytest.raises(ValueError, match="needs the source's VAE"):
+        convert.L2PConvert.execute(source, 16, "distill", "paper", "", 0)
+
+
 def test_refusals_are_one_line(models):
     convert = pack_module("convert")
     save_safetensors_atomic({"double_blocks.0.img_attn.qkv.weight": torch.zeros(6, 2)},
