@@ -31,7 +31,7 @@ GIB = 2**30
 REAL = {"dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "cap_feat_dim": 2560}
 CAPTION_TOKENS = 128
 sys.path.insert(0, str(REPO))  # run as a script: the pack's packages
-from bench.calibrate_memory import peak_bytes  # noqa: E402  (VmHWM: ru_maxrss carries over from the parent)
+from bench.measure import vm_status  # noqa: E402  (VmHWM: ru_maxrss carries over from the parent)
 
 
 def build(n_layers: int, rank: int, device: str | None):
@@ -65,8 +65,8 @@ def network_table(ranks: tuple[int, ...] = (16, 64), activations_gib: float = 3.
     in bf16 and fp8, and a 1K step's total with ``activations_gib`` (bf16, gradient checkpointing: the figure the
     measurement below extrapolates, plus the checkpointed block inputs) added. Full and policy runs keep their
     trained weights fp32 too."""
+    from l2p.pixel_dit import official_names
     from l2p.policies import trainable_names
-    from training.model import official_names
 
     rows = ["| network | trained parameters | share | training state GiB | frozen bf16 GiB | frozen fp8 GiB "
             "| 1K step, bf16 frozen, GiB | 1K step, fp8 frozen, GiB |", "|---|---|---|---|---|---|---|---|"]
@@ -108,14 +108,14 @@ def measure(n_layers: int, size: int, checkpointing: bool, rank: int) -> dict:
         opt.state[p]["exp_avg_sq"] = torch.zeros_like(p)
     x = torch.randn(1, 3, size, size)
     cap = torch.randn(CAPTION_TOKENS, REAL["cap_feat_dim"])
-    base = peak_bytes()
+    base = vm_status()["VmHWM"]
     start = time.perf_counter()
     pred = model(x, torch.tensor([0.5]), [cap])
     loss = (pred - x).square().mean()
     loss.backward()
     opt.step()
     return {"layers": n_layers, "size": size, "checkpointing": checkpointing, "baseline_bytes": base,
-            "activation_bytes": max(0.0, peak_bytes() - base), "seconds": time.perf_counter() - start}
+            "activation_bytes": max(0.0, vm_status()["VmHWM"] - base), "seconds": time.perf_counter() - start}
 
 
 def run_one(layers: int, size: int, checkpointing: bool, rank: int) -> dict:

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.model import official_names
 
     last = checkpoints(str(folder / "run"))[-1][1]
-    l2p = p._run_model(RUN, last)
+    l2p = p.run_model(RUN, last)
 
     train_scenes = with_concept(lb.scenes, LORA_SEEDS["train"], budget.size)
     test_scenes = with_concept(lb.test, LORA_SEEDS["test"], budget.size)

@@ -31,7 +31,7 @@ from .format.keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix, wi
 from .format.layouts import COMFY, OFFICIAL, detect_layout, infer_patch_size, source_config
 from .format.tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash
 from .head import HEAD_VARIANTS, build_head, detect_head_variant, head_width_div
-from .init_fit import FIT_INITS, fit_pixel_embedder
+from .init_fit import FIT_INITS, clean_share, fit_pixel_embedder
 from .policies import report
 
 INITS = ("official", *FIT_INITS, DISTILL_INIT)
@@ -110,7 +110,7 @@ def _new_tensors(arch: SourceArch, meta: Mapping[str, torch.Tensor], get, dim: i
         latent = [k for k in meta if k.startswith(arch.patch_embedder)]
         w_lat = get(next(k for k in latent if k.endswith("weight")))
         b_lat = get(next(k for k in latent if k.endswith("bias")))
-        weight, bias = fit_pixel_embedder(w_lat, b_lat, *fit_pairs, method=init)
+        weight, bias = fit_pixel_embedder(w_lat, b_lat, *fit_pairs, method=init, share=clean_share(arch.default_shift))
     out = {"embedder.weight": weight, "embedder.bias": bias}
     out.update(with_head_prefix({k: v.detach() for k, v in head.state_dict().items()}))
     return out

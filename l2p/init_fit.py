@@ -13,6 +13,11 @@ patches and ``W_pix = W_lat M``. Two fits:
 
 For patch sizes above 16 a pixel patch covers several latent tokens and the target is their mean.
 Images are [-1, 1]; latents are in the source model's space (after the latent format's scale/shift).
+
+The bias: M leaves an average offset d = mean(E(x)) - M mean(x) on clean patches. A noisy input is
+(1 - sigma) clean + sigma noise and noise maps through M with mean zero, so the offset at sigma is (1 - sigma) d,
+while a bias is fixed: the one with the least expected squared error over the training draws adds E[1 - sigma] d
+(``clean_share`` of the shifted schedule), embedded by the latent embedder. Right on average, not at sigma 0 or 1.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from .schedule import shift_sigma
 
 FIT_INITS = ("vae_lsq", "vae_orth")
 
@@ -66,11 +73,20 @@ def fit_linear_encoder(pixels: torch.Tensor, latents: torch.Tensor, method: str,
     raise ValueError(f"unknown fit {method!r}: use one of {', '.join(FIT_INITS)}")
 
 
+def clean_share(shift: float, n: int = 1000) -> float:
+    """E[1 - sigma] over the training draws (the ``shift``-ed uniform grid): the clean image's average share of a
+    noisy input."""
+    return sum(1 - shift_sigma(1 - i / n, shift) for i in range(n)) / n
+
+
 def fit_pixel_embedder(latent_weight: torch.Tensor, latent_bias: torch.Tensor, pixels: torch.Tensor,
-                       latents: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight [dim, p*p*3], bias [dim]) of the pixel embedder: the latent embedder composed with M."""
+                       latents: torch.Tensor, method: str, share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [dim, p*p*3], bias [dim]) of the pixel embedder: the latent embedder composed with M, its bias plus
+    ``share`` times the embedded clean offset (module docstring; ``clean_share``)."""
     m = fit_linear_encoder(pixels, latents, method)
-    return latent_weight.float() @ m, latent_bias.float().clone()
+    w = latent_weight.float()
+    offset = latents.float().mean(0) - m @ pixels.float().mean(0)
+    return w @ m, latent_bias.float() + share * (w @ offset)
 
 
 def fit_images(n: int, size: int, seed: int = 0) -> torch.Tensor:

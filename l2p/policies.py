@@ -1,6 +1,10 @@
 """Trainable-set policies: which official-layout parameters an L2P fine-tune updates (the rest stay frozen).
 
-* ``paper``    -- what the paper describes: the input projection, the first and last main block, the head.
+* ``paper``    -- the shallow layers around the new pixel interface: the pixel embedder (input projection), the
+  image-side refiner(s) (``noise_refiner``), the first and last main block, the Detailer Head. The pixel embedder
+  is new and random, so a frozen ``noise_refiner`` right after it would receive off-distribution tokens; the
+  released code trains it too; and the paper's text describes training the shallow layers around the new
+  interface. The context (caption) refiner, the t/cap embedders and the pad tokens stay frozen.
 * ``official`` -- what the released code trains (``freeze_except`` freezes ``layers[5:-5]``): everything
   except the middle main blocks, i.e. embedders, pad tokens, both refiners, blocks 0-4 and the last 5, head.
 * ``custom:<ranges>`` -- input projection, head and the listed main blocks, e.g. ``custom:0-2,27-29``.
@@ -73,13 +77,18 @@ def is_new(name: str) -> bool:
     return name.startswith(NEW_PREFIXES)
 
 
+REFINER_PREFIX = "noise_refiner."  # the image-side refiner(s), in both layouts
+
+
 def is_trainable(name: str, policy: str, blocks: set[int]) -> bool:
     if is_new(name):
         return True
     m = _BLOCK.match(name)
     if m:
         return int(m.group(1)) in blocks
-    return policy == "official"  # refiners, t/cap embedders, pad tokens: trained by the released code only
+    if name.startswith(REFINER_PREFIX):
+        return policy in ("paper", "official")  # it reads the new embedder's tokens first
+    return policy == "official"  # context refiner, t/cap embedders, pad tokens: trained by the released code only
 
 
 def trainable_names(names: Iterable[str], policy: str, n_layers: int) -> set[str]:

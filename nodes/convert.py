@@ -100,8 +100,9 @@ class L2PConvert(io.ComfyNode):
                                        "learns to decode the frozen trunk (needs the VAE; minutes to hours)."),
                 io.Combo.Input("policy", options=[*POLICIES, "custom"], default="official",
                                tooltip="Trainable set stored with the model for fine-tuning. official: embedders, "
-                                       "refiners, first 5 and last 5 blocks, head. paper: input projection, first "
-                                       "and last block, head. custom: head, embedder and the blocks below."),
+                                       "refiners, first 5 and last 5 blocks, head. paper: input projection, noise "
+                                       "refiners, first and last block, head. custom: head, embedder and the "
+                                       "blocks below."),
                 io.String.Input("custom_blocks", default="0-1,-2--1",
                                 tooltip="For policy custom: main blocks to train, e.g. 0-4,25-29 (negative = "
                                         "from the end)."),

@@ -95,8 +95,8 @@ class L2PTrain(io.ComfyNode):
                 io.Int.Input("batch_size", default=1, min=1, max=256, tooltip="Images per step per process."),
                 io.Combo.Input("policy", options=[*POLICIES, "custom", "from checkpoint"], default="from checkpoint",
                                tooltip="Trainable set: the one stored in the checkpoint, official (embedders, "
-                                       "refiners, first/last 5 blocks, head), paper (input projection, first/last "
-                                       "block, head) or custom blocks."),
+                                       "refiners, first/last 5 blocks, head), paper (pixel embedder, image-side "
+                                       "noise refiner, first/last block, head) or custom blocks."),
                 io.String.Input("custom_blocks", default="0-4,-5--1", tooltip="For policy custom: block ranges."),
                 io.Float.Input("shift", default=3.0, min=0.1, max=50.0, step=0.1,
                                tooltip="Noise shift of the training sigmas (3 at 1K)."),
@@ -123,6 +123,9 @@ class L2PTrain(io.ComfyNode):
                                        "models/l2p."),
                 io.Int.Input("lora_rank", default=16, min=1, max=1024, optional=True,
                              tooltip="LoRA rank (network lora); alpha equals the rank."),
+                io.Float.Input("lr_new", default=0.0, min=0.0, max=1e-2, step=1e-6, optional=True,
+                               tooltip="Learning rate of the weights L2P adds, the Detailer Head and the pixel "
+                                       "embedder, which start from nothing the source learned (0: lr)."),
             ],
             outputs=[io.String.Output(display_name="ckpt_name",
                                       tooltip="The exported model in models/l2p (refresh to list it)."),
@@ -136,7 +139,7 @@ class L2PTrain(io.ComfyNode):
     def execute(cls, model: str, dataset: str, run_name: str, steps: int, lr: float, batch_size: int, policy: str,
                 custom_blocks: str, shift: float, checkpoint_every: int, validate_every: int, resume: bool,
                 processes: int, seed: int, text_encoder: str = CACHED, network: str = "full",
-                lora_rank: int = 16) -> io.NodeOutput:
+                lora_rank: int = 16, lr_new: float = 0.0) -> io.NodeOutput:
         missing = [m for m in ("accelerate", "diffusers") if importlib.util.find_spec(m) is None]
         if missing:
             raise ValueError(f"training needs {' and '.join(missing)} in ComfyUI's Python: run {sys.executable} -m pip "
@@ -146,7 +149,7 @@ class L2PTrain(io.ComfyNode):
         export = new_checkpoint_path(run_name)
         cfg = TrainConfig(
             model=checkpoint_path(model), dataset=subpath(out_root, dataset, "dataset", "l2p_dataset"),
-            output_dir=run_dir, steps=steps, lr=lr, batch_size=batch_size, shift=shift,
+            output_dir=run_dir, steps=steps, lr=lr, lr_new=lr_new, batch_size=batch_size, shift=shift,
             policy={"from checkpoint": "", "custom": f"custom:{custom_blocks}"}.get(policy, policy),
             checkpoint_every=checkpoint_every, validate_every=validate_every, seed=seed,
             resume="latest" if resume else "", export_path=export, log_every=1,

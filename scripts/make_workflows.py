@@ -206,7 +206,8 @@ def train(model_file: str, steps: int) -> list[Node]:
                                  "custom_blocks": "0-4,-5--1", "shift": 3.0, "checkpoint_every": 500,
                                  "validate_every": 500, "resume": True, "processes": 1, "seed": 0,
                                  "control_after_generate": "fixed",
-                                 "text_encoder": "cached (no text encoder)", "network": "full", "lora_rank": 16},
+                                 "text_encoder": "cached (no text encoder)", "network": "full", "lora_rank": 16,
+                                 "lr_new": 0.0},
                  title="L2P Train (official recipe: AdamW 5e-5, shift 3, frozen middle)", pos=(20, 40))]
 
 
@@ -240,7 +241,7 @@ WORKFLOWS: dict[str, list[Node]] = {
             Node(12, "VAELoader", {"vae_name": "ae.safetensors"}, title="The source's VAE (for the fitted init)",
                  pos=(20, 600), models=downloads("ae.safetensors")),
             Node(13, "L2PConvert", {"patch_size": 16, "init": CONVERT_INIT, "policy": "official",
-                                    "custom_blocks": "0-4,-5--1", "seed": 0},
+                                    "custom_blocks": "0-4,-5--1", "seed": 0, "distill_steps": 200},
                  {"model": (11, 0), "vae": (12, 0)}, pos=(420, 760)),
             Node(14, "L2PSaveCheckpoint", {"filename_prefix": "l2p-zimage-turbo-init", "layout": "official"},
                  {"model": (13, 0)}, pos=(820, 760)),

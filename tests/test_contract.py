@@ -130,6 +130,44 @@ def test_the_node_builds_its_config_through_the_schema():
     assert names <= {f.name for f in dataclasses.fields(TrainConfig)} and {"model", "dataset", "steps"} <= names
 
 
+def node_inputs(tree: ast.AST) -> dict[str, dict]:
+    """L2PTrain's inputs: name -> the keyword arguments of its ``io.<Type>.Input(name, ...)`` (literals only)."""
+    out = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "Input" and n.args:
+            kwargs = {}
+            for k in n.keywords:
+                try:
+                    kwargs[k.arg] = ast.literal_eval(k.value)
+                except ValueError:
+                    kwargs[k.arg] = None
+            out[ast.literal_eval(n.args[0])] = kwargs
+    return out
+
+
+def test_every_node_input_that_names_a_config_field_reaches_the_config():
+    """An input named like a TrainConfig field is passed into the config the node builds (as a TrainConfig
+    keyword or a later ``cfg.<field> =``), from the execute argument of the same name."""
+    tree = ast.parse((REPO / "nodes" / "train.py").read_text(encoding="utf-8"))
+    inputs = node_inputs(tree)
+    (built,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "TrainConfig"]
+    passed = {k.arg: k.value for k in built.keywords}
+    assigned = {t.attr for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in ast.walk(n)
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "cfg"
+                and isinstance(t.ctx, ast.Store)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in sorted(set(inputs) & fields):
+        assert name in passed or name in assigned, f"L2PTrain input {name} never reaches TrainConfig"
+        if name in passed and isinstance(passed[name], ast.Name):
+            assert passed[name].id == name, f"TrainConfig({name}=...) is given {passed[name].id}"
+    (execute,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "execute"]
+    assert [a.arg for a in execute.args.args[1:]] == list(inputs), "execute's arguments follow the inputs"
+    # the second learning rate: the weights L2P adds (head, pixel embedder), 0 = lr, as in the contract
+    assert inputs["lr_new"]["default"] == TrainConfig().lr_new == 0.0 and inputs["lr_new"]["min"] == 0.0
+    assert inputs["lr_new"]["optional"] is True and "0: lr" in inputs["lr_new"]["tooltip"]
+    assert isinstance(passed["lr_new"], ast.Name) and passed["lr_new"].id == "lr_new"
+
+
 def test_the_contract_is_stdlib_only_and_the_nodes_only_training_import():
     """The node imports it inside ComfyUI, where training's torch modules must not load."""
     tree = ast.parse((REPO / "training" / "contract.py").read_text(encoding="utf-8"))

@@ -110,9 +110,12 @@ def assert_same_training(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
     """Gradients summed in another order move Adam's update of near-zero-gradient weights: bounded by a small
     share of what ``steps`` steps can move a weight (as tests/test_trainer.py bounds DDP)."""
     budget = steps * LR
-    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
     assert a.keys() == b.keys()
-    assert diffs.max() < 0.1 * budget and diffs.mean() < 1e-3 * budget, (diffs.max(), diffs.mean())
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    worst = max(a, key=lambda k: (a[k] - b[k]).abs().max().item())
+    # a weight whose gradient is float noise can take Adam's whole step either way; few may, none by more
+    assert diffs.max() < budget and (diffs > 0.1 * budget).float().mean() < 1e-4, (worst, diffs.max())
+    assert diffs.mean() < 1e-3 * budget, diffs.mean()
     return float(diffs.max())
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from l2p.init_fit import fit_images, fit_linear_encoder, fit_pixel_embedder, patch_pairs, patchify
+from l2p.init_fit import clean_share, fit_images, fit_linear_encoder, fit_pixel_embedder, patch_pairs, patchify
+from l2p.schedule import shift_sigma
 
 
 def linear_vae(weight: torch.Tensor):
@@ -40,8 +41,35 @@ def test_embedder_is_the_latent_embedder_composed_with_the_fit():
     w_lat, b_lat = torch.randn(32, 64), torch.randn(32)
     pixels, latents = torch.randn(500, 768), torch.randn(500, 64)
     w, b = fit_pixel_embedder(w_lat, b_lat, pixels, latents, "vae_lsq")
-    assert w.shape == (32, 768) and torch.equal(b, b_lat)
+    assert w.shape == (32, 768) and torch.equal(b, b_lat)  # share 0: the latent bias
     assert torch.allclose(w, w_lat @ fit_linear_encoder(pixels, latents, "vae_lsq"))
+
+
+def test_the_bias_has_the_least_expected_error_over_the_noise_levels():
+    """Clean latents = A pixels + an offset; noisy inputs at sigma from the shifted grid, the same noise on both
+    sides (vae_orth maps pixel noise to latent noise exactly): the bias with share E[1 - sigma] beats none and
+    the full clean offset in expected squared error of the embedding."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.linalg.qr(torch.randn(768, 64, generator=gen))[0].T
+    pixels = torch.rand(4000, 768, generator=gen) * 0.5 - 0.1  # non-zero mean, as images have
+    latents = pixels @ a.T + torch.randn(64, generator=gen)  # an offset no linear map of pixels gives
+    w_lat, b_lat = torch.randn(32, 64, generator=gen), torch.randn(32, generator=gen)
+    m = fit_linear_encoder(pixels, latents, "vae_orth")
+    share = clean_share(3.0)
+    assert 0.2 < share < 0.5  # shift 3 draws mostly noisy inputs
+
+    def expected_error(s: float) -> float:
+        w, b = fit_pixel_embedder(w_lat, b_lat, pixels, latents, "vae_orth", share=s)
+        total = 0.0
+        for i in range(0, 1000, 50):
+            sigma = shift_sigma(1 - i / 1000, 3.0)
+            noise = torch.randn(pixels.shape, generator=gen)
+            x_t, z_t = (1 - sigma) * pixels + sigma * noise, (1 - sigma) * latents + sigma * noise @ m.T
+            total += ((x_t @ w.T + b) - (z_t @ w_lat.T + b_lat)).pow(2).mean().item()
+        return total
+
+    best = expected_error(share)
+    assert best < 0.9 * expected_error(0.0) and best < 0.9 * expected_error(1.0)
 
 
 def test_bad_patch_sizes_and_fits_are_refused():

@@ -214,19 +214,21 @@ def test_the_policy_decides_what_a_latent_lora_keeps(base):
     comfy = official_to_comfy(base)
     key_map = lora_key_map({k: tuple(v.shape) for k, v in comfy.items()}, 16)
     paper = select(latent_lora().keys(), key_map, "paper", 2)
-    assert paper.kept_weights == {"noise_refiner.0.attention.out.weight", "context_refiner.0.feed_forward.w1.weight"}
-    assert {why: len(v) for why, v in paper.dropped.items()} == {"trained by the paper policy": 6,
+    # the paper policy trains the noise refiner (it reads the new pixel embedder's tokens): only the context
+    # refiner is still the source's own weight
+    assert paper.kept_weights == {"context_refiner.0.feed_forward.w1.weight"}
+    assert {why: len(v) for why, v in paper.dropped.items()} == {"trained by the paper policy": 9,
                                                                   "latent-only: no L2P counterpart": 6}
-    assert paper.report("paper") == ("latent LoRA on an L2P model (paper policy): kept 6 LoRA tensors on "
-                                     "context_refiner.0, noise_refiner.0; dropped 6 (latent-only: no L2P "
-                                     "counterpart); dropped 6 (trained by the paper policy)")
+    assert paper.report("paper") == ("latent LoRA on an L2P model (paper policy): kept 3 LoRA tensors on "
+                                     "context_refiner.0; dropped 6 (latent-only: no L2P counterpart); dropped 9 "
+                                     "(trained by the paper policy)")
     official = select(latent_lora().keys(), key_map, "official", 2)
     assert not official.kept  # with 2 blocks the official policy trains every block and the refiners
     everything = select(latent_lora().keys(), key_map, "paper", 2, keep="all")
     assert len(everything.kept) == 12 and list(everything.dropped) == ["latent-only: no L2P counterpart"]
 
 
-@pytest.mark.parametrize("blocks,merged_targets", [("frozen blocks only", LATENT_TARGETS[2:]),
+@pytest.mark.parametrize("blocks,merged_targets", [("frozen blocks only", LATENT_TARGETS[3:]),
                                                    ("every trunk block", LATENT_TARGETS)])
 def test_l2p_lora_from_latent_through_a_server(server, blocks, merged_targets):
     from safetensors.torch import load_file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from l2p.format.layouts import official_to_comfy
 from l2p.head import build_head
 from l2p.pixel_dit import official_state_dict
 from l2p.policies import parse_ranges, report, trainable_names
@@ -25,14 +26,35 @@ def count(*modules) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def test_paper_policy_is_input_projection_first_last_block_and_head(real):
+def test_paper_policy_is_embedder_noise_refiner_first_last_block_and_head(real):
+    """Real Z-Image size: paper trains exactly the pixel embedder, both noise refiners, blocks 0 and 29 and the
+    head; the context refiner, the t/cap embedders and the pad tokens stay frozen."""
     trunk, head, sd = real
     names = trainable_names(sd, "paper", 30)
-    blocks = {n.split(".")[1] for n in names if n.startswith("layers.")}
-    assert blocks == {"0", "29"}
-    assert {n.split(".")[0] for n in names} == {"all_x_embedder", "layers", "local_decoder"}
-    expected = count(trunk.all_x_embedder, trunk.layers[0], trunk.layers[29], head)
-    assert report({k: v.shape for k, v in sd.items()}, "paper", 30).trainable == expected
+    trained_modules = (trunk.all_x_embedder, trunk.noise_refiner, trunk.layers[0], trunk.layers[29])
+    expected_names = {f"{prefix}.{n}" for prefix, m in zip(
+        ("all_x_embedder", "noise_refiner", "layers.0", "layers.29"), trained_modules, strict=True)
+        for n, _ in m.named_parameters()} | {f"local_decoder.{n}" for n, _ in head.named_parameters()}
+    assert names == expected_names
+    assert {n.split(".")[0] for n in set(sd) - names} == {
+        "layers", "context_refiner", "t_embedder", "cap_embedder", "x_pad_token", "cap_pad_token"}
+    assert {n.split(".")[1] for n in names if n.startswith(("layers.", "noise_refiner."))} == {"0", "1", "29"}
+    assert {n.split(".")[1] for n in names if n.startswith("noise_refiner.")} == {"0", "1"}
+    rep = report({k: v.shape for k, v in sd.items()}, "paper", 30)
+    assert rep.trainable == count(*trained_modules, head) == 736_679_427
+    assert rep.total == 6_166_464_515 and f"{rep.fraction:.1%}" == "11.9%"  # README "Policies"
+
+
+def test_paper_policy_trains_the_same_weights_in_the_comfy_layout(real):
+    _, _, sd = real
+    comfy = official_to_comfy(sd)
+    names = trainable_names(comfy, "paper", 30)
+    assert {n.split(".")[0] for n in names} == {"x_embedder", "noise_refiner", "layers", "local_decoder"}
+    assert {n.split(".")[1] for n in names if n.startswith("noise_refiner.")} == {"0", "1"}
+    assert {n.split(".")[1] for n in names if n.startswith("layers.")} == {"0", "29"}
+    shapes = {k: v.shape for k, v in comfy.items()}
+    official = report({k: v.shape for k, v in sd.items()}, "paper", 30)
+    assert report(shapes, "paper", 30).trainable == official.trainable
 
 
 def test_official_policy_freezes_exactly_the_middle_20_blocks(real):

@@ -16,6 +16,7 @@ from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import DEMO_TE_FILE, tiny_l2p, write_demo_models
 from tests.test_trainer import make_dataset
+from training.contract import load_toml
 
 API = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
 MODEL = "tiny-train.safetensors"
@@ -40,11 +41,13 @@ def train_prompt(**inputs) -> dict:
 
 
 def test_training_workflow_exports_a_model_that_samples(server):
-    result = server.run(train_prompt(run_name="e2e", validate_every=2), timeout=600)
+    result = server.run(train_prompt(run_name="e2e", validate_every=2, lr_new=1e-4), timeout=600)
     assert result.ok, result.describe()
     (name,) = result.outputs["1"]["text"]
     assert name.startswith("e2e_") and (server.models_dir / "l2p" / name).is_file()
     run = server.output_dir / "l2p_runs" / "e2e"
+    written = load_toml(str(run / "l2p_train.toml"))  # the node's inputs reach the trainer's config
+    assert written["lr_new"] == 1e-4 and written["lr"] == 5e-5 and written["steps"] == 2
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events][-1] == "done" and (run / "validation" / "step-000002-0.png").is_file()
     demo = tiny_demo_prompt({"1": {"text_encoder_name": DEMO_TE_FILE}, "4": {"ckpt_name": name},

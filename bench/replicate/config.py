@@ -17,7 +17,7 @@ SHIPPED = REPO / "shapes_world" / "models"
 
 SEEDS = {"pool": 101, "eval": 202, "validate": 303, "syn": 404, "vae": 7, "source": 8, "convert": 0, "scratch": 9,
          "train": 0, "real": 505}
-VERSION = 1  # bump when a stage's meaning changes, to invalidate every cached stage
+VERSION = 2  # bump when a stage's meaning changes, to invalidate every cached stage (2: paper trains the noise refiner)
 
 # Z-Image's latent format in ComfyUI (comfy.latent_formats.Flux, what ZImage declares): the sampler sees
 # (z - SHIFT) * SCALE. The world's VAE has this normalisation baked into its weights, so the stock
