@@ -1,6 +1,6 @@
 """The performance benches as one run, and their headline figures as one table.
 
-    python -m bench                  # every bench of the set in turn, then the table (about 65 min here)
+    python -m bench                  # every bench of the set in turn, then the table (about 60 min here)
     python -m bench --only policy_cost head_memory
     python -m bench --collect        # only rebuild the table from bench/results/*.figures.json
     python -m bench --smoke          # each bench's smoke mode (a few minutes); table in bench/results/smoke/
@@ -36,7 +36,7 @@ SET: dict[str, list[str]] = {
     "policy_cost": [],
     "calibrate_memory": ["--test-width"],
     "convert_memory": [],
-    "step_cache": [],
+    "step_cache": ["--prompts", "40", "--out", "none"],  # the README table is a 240-prompt run
 }
 README = REPO / "README.md"
 BEGIN = "<!-- performance table: written by `python -m bench --collect` -->"
@@ -59,7 +59,7 @@ def render(folder: pathlib.Path = RESULTS) -> str:
              f"{len(docs)}, {total / 60:.0f} min of runs on this 2-core CPU in all.", "",
              "| bench (run time, date) | figure | value | spread | unit | how |", "|---|---|---|---|---|---|"]
     for d in docs:
-        where = f"`{d['bench']}` ({d['seconds'] / 60:.1f} min, {d['date']})"
+        where = f"`{d['bench']}` ({d['seconds'] / 60:.1f} min, {d['date']}; {d['setup']})"
         for f in d["figures"]:
             if f["label"] not in LABELS:
                 raise ValueError(f"{d['bench']}: figure {f['name']!r} has label {f['label']!r}, not one of {LABELS}")
@@ -84,8 +84,9 @@ def collect(smoke: bool) -> pathlib.Path:
     out.write_text("# Performance: the headline figures of `python -m bench`\n\n" + table)
     if not smoke:
         text = README.read_text()
-        old = readme_table(text)
-        README.write_text(text.replace(BEGIN + "\n" + old, BEGIN + "\n" + table, 1))
+        readme_table(text)  # the markers are there
+        head, rest = text.split(BEGIN, 1)
+        README.write_text(head + BEGIN + "\n" + table + END + rest.split(END, 1)[1])
     return out
 
 

@@ -222,7 +222,7 @@ def _convert(source: TensorSource, args: argparse.Namespace, source_name: dict[s
         encode = _vae_encoder(vae_path, arch, device)
         fit_pairs = _fit_pairs(encode, arch, patch, args.fit_images, args.seed)
     if init == DISTILL_INIT:
-        return _distill(source, args, source_name, encode, fit_pairs, head, width_div, device)
+        return _distill(source, args, source_name, encode, fit_pairs, head, patch, width_div, device)
     conv = plan_conversion(source, patch_size=patch, init=init, seed=args.seed, layout=args.layout,
                            policy=args.policy or "official", fit_pairs=fit_pairs, head_variant=head,
                            head_width_div=width_div)
@@ -232,7 +232,7 @@ def _convert(source: TensorSource, args: argparse.Namespace, source_name: dict[s
 
 
 def _distill(source: TensorSource, args: argparse.Namespace, source_name: dict[str, str], encode, fit_pairs,
-             head: str, width_div: int, device: str) -> tuple[Export, dict]:
+             head: str, patch: int, width_div: int, device: str) -> tuple[Export, dict]:
     """``--init distill``: the vae_orth conversion trained against the source (``l2p.distill``), then planned."""
     from .distill import distilled_conversion, image_batches
 
@@ -253,12 +253,12 @@ def _distill(source: TensorSource, args: argparse.Namespace, source_name: dict[s
             if step == steps:
                 bar.close()
 
-    sd, meta, rep = distilled_conversion(source, encode, batches, fit_pairs, patch_size=args.patch or 16,
-                                         seed=args.seed, policy=args.policy or "paper", head_variant=head,
+    sd, meta, rep = distilled_conversion(source, encode, batches, fit_pairs, patch_size=patch,
+                                         seed=args.seed, policy=args.policy or "official", head_variant=head,
                                          head_width_div=width_div, cfg=cfg, device=device, progress=progress)
-    exp = plan_export(sd, layout, args.patch or 16, {**source_name, "layout": OWN, "pack_version": OWN},
+    exp = plan_export(sd, layout, patch, {**source_name, "layout": OWN, "pack_version": OWN},
                       inherited=meta)
-    return exp, {"arch": arch, "head": head, "width_div": width_div, "patch": args.patch or 16, "layout": layout,
+    return exp, {"arch": arch, "head": head, "width_div": width_div, "patch": patch, "layout": layout,
                  "rows": [("init", distill_summary(rep))]}
 
 

@@ -231,6 +231,12 @@ def distill(model: PixelDiT, source_embedder: nn.Module, encode: Callable[[Tenso
     return DistillReport(cfg, k, trained, _ends(align_losses), _ends(head_losses), images)
 
 
+def zero_captions(batch: int, cap_dim: int, device: str | torch.device = "cpu") -> list[Tensor]:
+    """One zero caption token per image: the aligned stream and the head's features need a caption, and this one
+    is the same for teacher and student."""
+    return [torch.zeros(1, cap_dim, device=device) for _ in range(batch)]
+
+
 def _orders(n: int, batch: int, seed: int) -> Iterator[list[int]]:
     """Endless batches of indices into n items: a seeded shuffle per pass (a batch may wrap around)."""
     gen = torch.Generator().manual_seed(seed)
@@ -242,12 +248,11 @@ def _orders(n: int, batch: int, seed: int) -> Iterator[list[int]]:
 
 def tensor_batches(pixels: Tensor | None, size: int, batch: int, cap_dim: int, seed: int = 0,
                    device: str | torch.device = "cpu") -> Iterator[tuple[Tensor, list[Tensor]]]:
-    """Endless batches of (size² images in [-1, 1], caption features) from ``pixels`` [N, 3, S, S] (resized) or,
-    without them, procedural pictures. The caption is one zero token: the aligned stream and the head's features
-    need a caption, and this one is the same for teacher and student."""
+    """Endless batches of (size² images in [-1, 1], ``zero_captions``) from ``pixels`` [N, 3, S, S] (resized) or,
+    without them, procedural pictures."""
     from .init_fit import fit_images
 
-    caption = [torch.zeros(1, cap_dim, device=device) for _ in range(batch)]
+    caption = zero_captions(batch, cap_dim, device)
     if pixels is None:
         for i in range(2**62):
             yield fit_images(batch, size, seed * 1_000_003 + i).to(device), caption
@@ -275,7 +280,7 @@ def image_batches(folder: str | None, size: int, batch: int, cap_dim: int, seed:
             im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
             return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
 
-    caption = [torch.zeros(1, cap_dim, device=device) for _ in range(batch)]
+    caption = zero_captions(batch, cap_dim, device)
     for idx in _orders(len(files), batch, seed):
         yield torch.stack([load(files[i]) for i in idx]).to(device), caption
 

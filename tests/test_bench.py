@@ -37,7 +37,7 @@ def test_the_table_shows_a_figure_with_its_spread_and_label(tmp_path, monkeypatc
     write_figures("demo", [Figure.over("step, A / B", [1.5, 1.25, 2.0], "x", "extrapolated per block")], 61.0, "")
     table = render(tmp_path)
     assert "| step, A / B | 1.50 | [1.25, 2.00] (min, max over repetitions) | x | extrapolated per block |" in table
-    assert "`demo` (1.0 min," in table
+    assert "`demo` (1.0 min, " in table
 
 
 def test_a_bench_run_through_the_entry_point_lands_in_the_smoke_table():

@@ -21,6 +21,7 @@ from l2p.distill import (
     image_batches,
     pixel_noise,
     unpatchify,
+    zero_captions,
 )
 from l2p.format.layouts import infer_config
 from l2p.format.tensor_io import DictSource
@@ -108,7 +109,7 @@ def flow_loss(sd: dict, images: torch.Tensor, seed: int) -> float:
     sigma = torch.rand(len(images), generator=gen)
     noise = torch.randn(images.shape, generator=gen)
     s = sigma.view(-1, 1, 1, 1)
-    cap = [torch.zeros(1, CAP_DIM)] * len(images)
+    cap = zero_captions(len(images), CAP_DIM)
     with torch.no_grad():
         return F.mse_loss(model((1 - s) * images + s * noise, sigma, cap), noise - images).item()
 
