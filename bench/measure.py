@@ -83,9 +83,9 @@ def spread(values: list[float]) -> tuple[float, float, float]:
 def poll_peaks(argv: list[str], cwd: str | None = None) -> tuple[int, int, str]:
     """Run ``python argv...`` and poll its /proc status: (peak RssAnon, peak VmHWM in bytes, its stdout). Anonymous
     memory is what the process really holds; VmHWM also counts the pages of memory-mapped files it read."""
-    out = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the child while we poll
-    env = {**os.environ, **MALLOC_ENV}
-    proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, stdout=out, stderr=subprocess.PIPE, env=env)
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # files, not pipes: a full pipe would stall
+    env = {**os.environ, **MALLOC_ENV}                                 # the child while we poll
+    proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, stdout=out, stderr=err, env=env)
     anon = total = 0
     while proc.poll() is None:
         try:
@@ -97,7 +97,8 @@ def poll_peaks(argv: list[str], cwd: str | None = None) -> tuple[int, int, str]:
             pass
         time.sleep(0.02)
     if proc.returncode:
-        raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else f"exit code {proc.returncode}")
+        err.seek(0)
+        raise RuntimeError(err.read().decode(errors="replace")[-2000:] or f"exit code {proc.returncode}")
     out.seek(0)
     return anon, total, out.read().decode()
 

@@ -83,7 +83,7 @@ def pixel_noise(latent_noise: Tensor, noise_map: Tensor, image_shape: tuple[int,
     """Pixel noise eps_x ~ N(0, I) with ``noise_map @ patch(eps_x) = patch(latent_noise)`` for each token
     (``noise_map`` [latent width, pixel width] with orthonormal rows)."""
     z = patchify(latent_noise, latent_patch)
-    xi = torch.randn(z.shape[0], noise_map.shape[1], generator=generator, device=z.device, dtype=z.dtype)
+    xi = torch.randn(z.shape[0], noise_map.shape[1], generator=generator).to(z)  # a CPU generator on any device
     m = noise_map.to(z)
     return unpatchify(z @ m + xi - (xi @ m.T) @ m, image_shape, patch)
 
@@ -154,6 +154,17 @@ def _sigmas(n: int, shift: float, generator: torch.Generator) -> Tensor:
     return torch.tensor([shift_sigma(u, shift) for u in torch.rand(n, generator=generator).tolist()])
 
 
+def _update(opt: torch.optim.Optimizer, loss: Tensor, losses: list[float], progress: Progress | None, stage: str,
+            steps: int) -> None:
+    """One optimizer step on ``loss``; its value recorded and reported."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+    if progress:
+        progress(stage, len(losses), steps, losses[-1])
+
+
 def distill(model: PixelDiT, source_embedder: nn.Module, encode: Callable[[Tensor], Tensor],
             batches: Iterable[tuple[Tensor, list[Tensor]]], noise_map: Tensor, trainable: set[str],
             cfg: DistillConfig = DistillConfig(), latent_patch: int = 2,
@@ -183,7 +194,7 @@ def distill(model: PixelDiT, source_embedder: nn.Module, encode: Callable[[Tenso
     align_losses: list[float] = []
     images = 0
     with _source_embedder(trunk, source_embedder, latent_patch):
-        for step in range(cfg.align_steps):
+        for _ in range(cfg.align_steps):
             x0, cap = next(data)
             images += len(x0)
             with torch.no_grad():
@@ -200,17 +211,12 @@ def distill(model: PixelDiT, source_embedder: nn.Module, encode: Callable[[Tenso
             pred = stream_at(trunk, trunk.layers[k], lambda x_t=x_t, cap=cap, t=t: trunk(
                 [xi.unsqueeze(1) for xi in x_t], t, cap, patch_size=patch))[:, :n]
             loss = F.mse_loss(pred, target) / target.pow(2).mean().clamp_min(1e-12)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            align_losses.append(loss.item())
-            if progress:
-                progress("align", step + 1, cfg.align_steps, align_losses[-1])
+            _update(opt, loss, align_losses, progress, "align", cfg.align_steps)
     model.requires_grad_(False)
     head = model.local_decoder.requires_grad_(True)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=0.0)
     head_losses: list[float] = []
-    for step in range(cfg.head_steps):
+    for _ in range(cfg.head_steps):
         x0, cap = next(data)
         images += len(x0)
         sigma = _sigmas(len(x0), cfg.shift, gen).to(x0)
@@ -219,13 +225,7 @@ def distill(model: PixelDiT, source_embedder: nn.Module, encode: Callable[[Tenso
         x_t = (1 - s) * x0 + s * noise
         with torch.no_grad():
             feats = model.features(x_t, 1 - sigma, cap)
-        loss = F.mse_loss(-head(x_t, feats), noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        head_losses.append(loss.item())
-        if progress:
-            progress("head", step + 1, cfg.head_steps, head_losses[-1])
+        _update(opt, F.mse_loss(-head(x_t, feats), noise - x0), head_losses, progress, "head", cfg.head_steps)
     model.requires_grad_(False)
     trained = [f"all_x_embedder.{patch}-1", *parts]
     return DistillReport(cfg, k, trained, _ends(align_losses), _ends(head_losses), images)
