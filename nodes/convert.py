@@ -106,7 +106,7 @@ class L2PConvert(io.ComfyNode):
                 io.String.Input("custom_blocks", default="0-1,-2--1",
                                 tooltip="For policy custom: main blocks to train, e.g. 0-4,25-29 (negative = "
                                         "from the end)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
                              tooltip="Seed of the new layers' initialisation (the same seed gives the same model)."),
                 io.Vae.Input("vae", optional=True, tooltip="The source's VAE, for the vae_* inits."),
                 io.Image.Input("fit_images", optional=True,
