@@ -30,7 +30,7 @@ from l2p.pixel_dit import official_state_dict
 from l2p.sampling import euler_sample
 from l2p.schedule import sampling_sigmas
 from l2p.tiny import tiny_l2p
-from tests.test_trainer import make_dataset
+from tests.test_trainer import LR, assert_same_training, make_dataset
 from training.contract import error_line
 from training.model import load_model
 
@@ -38,7 +38,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = str(REPO / "training" / "launch.py")
 ACCELERATE = str(pathlib.Path(sys.executable).parent / "accelerate")
 CONFIGS = REPO / "training" / "configs" / "accelerate"
-LR = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +103,6 @@ def training_process(rank: int) -> int:
 
 def trainable(path: pathlib.Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "trainable.safetensors"))
-
-
-def assert_same_training(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], steps: int) -> float:
-    """Gradients summed in another order move Adam's update of near-zero-gradient weights: bounded by a small
-    share of what ``steps`` steps can move a weight (as tests/test_trainer.py bounds DDP)."""
-    budget = steps * LR
-    assert a.keys() == b.keys()
-    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
-    worst = max(a, key=lambda k: (a[k] - b[k]).abs().max().item())
-    # a weight whose gradient is float noise can take Adam's whole step either way; few may, none by more
-    assert diffs.max() < budget and (diffs > 0.1 * budget).float().mean() < 1e-4, (worst, diffs.max())
-    assert diffs.mean() < 1e-3 * budget, diffs.mean()
-    return float(diffs.max())
 
 
 @pytest.fixture(scope="module")

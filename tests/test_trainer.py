@@ -27,10 +27,10 @@ from l2p.format.tensor_io import save_safetensors_atomic
 from l2p.init_fit import fit_images
 from l2p.pixel_dit import official_state_dict
 from l2p.tiny import tiny_l2p
-from tests.test_distributed import assert_same_training
 from training.trainer import drops_caption
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+LR = 1e-4  # the runs' learning rate (launch)
 LAUNCH = str(REPO / "training" / "launch.py")
 
 
@@ -61,7 +61,7 @@ def launch(world: pathlib.Path, out: str, *args: str, cmd: list[str] | None = No
            wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
     argv = (cmd or [sys.executable, LAUNCH]) + ["--model", str(world / "model.safetensors"), "--dataset",
                                                 str(world / "ds"), "--output-dir", str(world / out),
-                                                "--batch-size", "2", "--log-every", "1", "--lr", "1e-4", *args]
+                                                "--batch-size", "2", "--log-every", "1", "--lr", str(LR), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if not wait:
         return subprocess.Popen(argv, cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -70,6 +70,19 @@ def launch(world: pathlib.Path, out: str, *args: str, cmd: list[str] | None = No
 
 def events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def assert_same_training(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], steps: int) -> float:
+    """Gradients summed in another order move Adam's update of near-zero-gradient weights: bounded by a small
+    share of what ``steps`` steps can move a weight (as tests/test_trainer.py bounds DDP)."""
+    budget = steps * LR
+    assert a.keys() == b.keys()
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    worst = max(a, key=lambda k: (a[k] - b[k]).abs().max().item())
+    # a weight whose gradient is float noise can take Adam's whole step either way; few may, none by more
+    assert diffs.max() < budget and (diffs > 0.1 * budget).float().mean() < 1e-4, (worst, diffs.max())
+    assert diffs.mean() < 1e-3 * budget, diffs.mean()
+    return float(diffs.max())
 
 
 def trainable(path: pathlib.Path) -> dict[str, torch.Tensor]:
