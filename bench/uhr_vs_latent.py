@@ -166,13 +166,13 @@ def child_trunk(kind: str, size: int, patch: int, w: Width) -> dict:
 
     cap, t = [torch.randn(w.cap_tokens, w.cap_dim)], torch.tensor([0.5])
     if kind == "l2p":
-        model = PixelDiT(official_trunk(w.dim, 1, 0, w.heads, w.cap_dim, patch), head=torch.nn.Identity()).eval()
+        model = PixelDiT(official_trunk(w.dim, 1, 0, w.heads, w.cap_dim, patch), head=torch.nn.Identity()).train(False)
         blocks = model.trunk.layers
         run = functools.partial(model.features, t_model=t, cap_feats=cap)
         x, warm = torch.randn(1, 3, size, size), torch.randn(1, 3, 8 * patch, 8 * patch)
     else:
         model = zimage_trunk(in_channels=LATENT_CH, patch_size=patch, dim=w.dim, n_layers=1, n_refiner_layers=0,
-                             n_heads=w.heads, cap_feat_dim=w.cap_dim).eval()
+                             n_heads=w.heads, cap_feat_dim=w.cap_dim).train(False)
         blocks = model.layers
 
         def run(z):

@@ -50,7 +50,7 @@ def load_vae(path: str, scale: float, shift: float):
     AutoencoderKL, convert = _diffusers()
     if os.path.isdir(path):
         vae = AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True)
-        return vae.eval(), vae.config.scaling_factor, vae.config.shift_factor or 0.0
+        return vae.train(False), vae.config.scaling_factor, vae.config.shift_factor or 0.0
     if not path.endswith(".safetensors") or not os.path.isfile(path):
         raise ValueError(f"{os.path.basename(path)}: the VAE must be a diffusers AutoencoderKL folder or a "
                          ".safetensors file")
@@ -63,7 +63,7 @@ def load_vae(path: str, scale: float, shift: float):
     config = ldm_vae_config(sd)
     vae = AutoencoderKL(**config)
     vae.load_state_dict(convert(sd, vae.config), strict=True)
-    return vae.float().eval(), scale, shift
+    return vae.float().train(False), scale, shift
 
 
 def latent_encoder(vae, scale: float, shift: float) -> Callable[[Tensor], Tensor]:

@@ -68,7 +68,7 @@ def world():
     torch.manual_seed(0)
     source = tiny_latent_zimage(seed=1, n_layers=4)
     untouched = {k: v.clone() for k, v in source.items()}
-    vae = reference_vae((32, 32, 64, 64), latent_channels=16).eval()
+    vae = reference_vae((32, 32, 64, 64), latent_channels=16).train(False)
     encode = latent_encoder(vae, 0.5, 0.1)
     pairs = patch_pairs(fit_images(8, SIZE, 0), encode, 16, 2, 8)
     sd, meta, report = distilled_conversion(DictSource(source), encode, image_batches(None, SIZE, 2, CAP_DIM, 0),
@@ -104,7 +104,7 @@ def test_distill_records_what_it_did(world):
 
 def flow_loss(sd: dict, images: torch.Tensor, seed: int) -> float:
     """The flow-matching loss of an official-layout model on ``images`` at fixed sigmas and noise."""
-    model = pixel_dit_from_official(sd, infer_config(sd)).eval()
+    model = pixel_dit_from_official(sd, infer_config(sd)).train(False)
     gen = torch.Generator().manual_seed(seed)
     sigma = torch.rand(len(images), generator=gen)
     noise = torch.randn(images.shape, generator=gen)
@@ -137,7 +137,7 @@ def comfy_vae_file(path: str) -> tuple[torch.nn.Module, dict]:
 
     ddconfig = {"double_z": True, "z_channels": 16, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
                 "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
-    vae = randomize_(AutoencoderKL(ddconfig=ddconfig, embed_dim=16), seed=3).eval()
+    vae = randomize_(AutoencoderKL(ddconfig=ddconfig, embed_dim=16), seed=3).train(False)
     save_safetensors_atomic({k: v.contiguous() for k, v in vae.state_dict().items()}, path)
     return vae, ddconfig
 
