@@ -209,7 +209,8 @@ def test_distill_init_through_the_node_aligns_and_leaves_the_source_alone(models
     meta = pixel.get_attachment(pack_module("comfy_core").METADATA)
     assert meta["l2p.init"] == "distill" and json.loads(meta["l2p.distill"])["images"] == 2 * 2 * 2
     after = source.model.diffusion_model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    # bit for bit: 0.3.75's unused norm_final is left uninitialised by core, and may hold NaN
+    assert all(torch.equal(before[k].reshape(-1).view(torch.uint8), after[k].reshape(-1).view(torch.uint8)) for k in before)
     x = torch.randn(1, 3, 32, 32)
     assert predict(pixel, x).isfinite().all()
     with pytest.raises(ValueError, match="needs the source's VAE"):
