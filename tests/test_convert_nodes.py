@@ -210,7 +210,8 @@ def test_distill_init_through_the_node_aligns_and_leaves_the_source_alone(models
     assert meta["l2p.init"] == "distill" and json.loads(meta["l2p.distill"])["images"] == 2 * 2 * 2
     after = source.model.diffusion_model.state_dict()
     # bit for bit: 0.3.75's unused norm_final is left uninitialised by core, and may hold NaN
-    assert all(torch.equal(before[k].reshape(-1).view(torch.uint8), after[k].reshape(-1).view(torch.uint8)) for k in before)
+    bits = lambda t: t.reshape(-1).view(torch.uint8)  # noqa: E731
+    assert all(torch.equal(bits(before[k]), bits(after[k])) for k in before)
     x = torch.randn(1, 3, 32, 32)
     assert predict(pixel, x).isfinite().all()
     with pytest.raises(ValueError, match="needs the source's VAE"):
