@@ -36,8 +36,10 @@ from dataclasses import asdict, dataclass, field
 
 try:  # inside ComfyUI dataset/ is a sub-package of the pack; outside (training, tests, dataset.make) top-level
     from ..l2p.format.atomic import atomic_file
+    from ..l2p.format.keys import CONDITIONING_KEY, CONDITIONING_SUFFIX
 except ImportError:
     from l2p.format.atomic import atomic_file
+    from l2p.format.keys import CONDITIONING_KEY, CONDITIONING_SUFFIX
 
 METADATA = "metadata.jsonl"
 LOCK = ".metadata.lock"
@@ -62,7 +64,7 @@ class DatasetItem:
         row.pop("extra")
         row.update(self.extra)
         if has_conditioning:
-            row["conditioning"] = f"{self.stem}.cond.safetensors"
+            row["conditioning"] = f"{self.stem}{CONDITIONING_SUFFIX}"
         return json.dumps(row, ensure_ascii=False)
 
 
@@ -189,7 +191,7 @@ class DatasetWriter:
             return False
         files = {f"{item.stem}.png": png, f"{item.stem}.txt": item.text.encode("utf-8")}
         if conditioning is not None:
-            files[f"{item.stem}.cond.safetensors"] = conditioning
+            files[f"{item.stem}{CONDITIONING_SUFFIX}"] = conditioning
         line = (item.metadata_line(conditioning is not None) + "\n").encode("utf-8")
         stage = tempfile.mkdtemp(prefix=f"{_STAGE}{item.stem}-{_OWNER}-", dir=self.root)
         try:
@@ -202,7 +204,7 @@ class DatasetWriter:
                     return False
                 for name in files:
                     os.replace(os.path.join(stage, name), os.path.join(self.root, name))
-                stale = os.path.join(self.root, f"{item.stem}.cond.safetensors")
+                stale = os.path.join(self.root, f"{item.stem}{CONDITIONING_SUFFIX}")
                 if conditioning is None and os.path.exists(stale):  # left by an earlier, unfinished writer
                     os.unlink(stale)
                 _fsync_dir(self.root)
@@ -281,7 +283,6 @@ def png_bytes(image) -> bytes:
     return buf.getvalue()
 
 
-CONDITIONING_KEY = "cap_feats"  # what training.data reads from NNNNN.cond.safetensors
 
 
 def conditioning_file_bytes(features) -> bytes:

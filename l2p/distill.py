@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .format.keys import CONDITIONING_KEY, CONDITIONING_SUFFIX, IMAGE_SUFFIXES
 from .init_fit import patchify
 from .pixel_dit import PixelDiT, official_names, pixel_dit_from_official
 from .schedule import shift_sigma
 
 Tensor = torch.Tensor
 DISTILL_INIT = "distill"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # (stage, step, steps, loss) after each step
 Progress = Callable[[str, int, int, float], None]
 
@@ -263,13 +263,20 @@ def tensor_batches(pixels: Tensor | None, size: int, batch: int, cap_dim: int, s
 
 def image_batches(folder: str | None, size: int, batch: int, cap_dim: int, seed: int = 0,
                   device: str | torch.device = "cpu") -> Iterator[tuple[Tensor, list[Tensor]]]:
-    """``tensor_batches`` from a folder's images (centre-cropped square and resized, read as they are needed)."""
+    """``tensor_batches`` from a folder's images (centre-cropped square and resized, read as they are needed).
+
+    When every image has its text features beside it (``NNNNN.cond.safetensors``, as the pack's dataset folders
+    do), each image comes with its own caption, so the tokens are aligned with the text the trunk will see;
+    otherwise with ``zero_captions``."""
     if folder is None:
         yield from tensor_batches(None, size, batch, cap_dim, seed, device)
     files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise ValueError(f"{os.path.basename(os.path.normpath(folder))}: no images ({', '.join(IMAGE_SUFFIXES)}) "
                          "to distill on")
+    captions = [os.path.join(folder, os.path.splitext(f)[0] + CONDITIONING_SUFFIX) for f in files]
+    if not all(os.path.isfile(c) for c in captions):
+        captions = []
     from PIL import Image
 
     def load(name: str) -> Tensor:
@@ -280,9 +287,29 @@ def image_batches(folder: str | None, size: int, batch: int, cap_dim: int, seed:
             im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
             return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
 
-    caption = zero_captions(batch, cap_dim, device)
+    zeros = zero_captions(batch, cap_dim, device)
     for idx in _orders(len(files), batch, seed):
-        yield torch.stack([load(files[i]) for i in idx]).to(device), caption
+        images = torch.stack([load(files[i]) for i in idx]).to(device)
+        yield images, [load_caption(captions[i], cap_dim).to(device) for i in idx] if captions else zeros
+
+
+def load_caption(path: str, cap_dim: int) -> Tensor:
+    """One ``.cond.safetensors`` file's text features [tokens, cap_dim] (safetensors only); a wrong file is a
+    one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    name = os.path.basename(path)
+    try:
+        feats = load_file(path).get(CONDITIONING_KEY)
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"{name}: cannot read its text features ({e}): write it again, or remove the folder's "
+                         f"{CONDITIONING_SUFFIX} files to distill without captions") from None
+    if feats is None or feats.dim() != 2 or feats.shape[1] != cap_dim:
+        shape = None if feats is None else list(feats.shape)
+        raise ValueError(f"{name}: text features {shape} are not [tokens, {cap_dim}] of this model's text encoder: "
+                         f"cache them with the source's text encoder, or remove the {CONDITIONING_SUFFIX} files")
+    return feats.float()
 
 
 def distilled_conversion(source, encode: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, list[Tensor]]],

@@ -176,3 +176,29 @@ def test_cli_distills_with_a_comfyui_vae_file_and_an_image_folder(tmp_path):
         meta = f.metadata()
     assert meta["l2p.init"] == "distill" and json.loads(meta["l2p.distill"])["images"] == 2 * 5
     assert str(tmp_path) not in json.dumps(meta)
+
+
+def test_a_dataset_folder_distills_with_its_own_captions(tmp_path):
+    """Each image comes with the text features cached beside it; a folder where some image has none falls back to
+    zero captions; features of another text encoder's width are a one-line error."""
+    from PIL import Image
+
+    from dataset.folder import conditioning_file_bytes
+
+    feats = [torch.randn(3 + i, CAP_DIM) for i in range(3)]
+    for i, im in enumerate(fit_images(3, 32, seed=5)):
+        Image.fromarray(((im + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).save(tmp_path / f"{i:05d}.png")
+        (tmp_path / f"{i:05d}.cond.safetensors").write_bytes(conditioning_file_bytes(feats[i]))
+    batches = image_batches(str(tmp_path), 32, 2, CAP_DIM, seed=0)
+    for _ in range(3):
+        images, caps = next(batches)
+        assert images.shape == (2, 3, 32, 32) and len(caps) == 2
+        for cap in caps:  # every caption is one of the files' own, whole
+            assert any(cap.shape == f.shape and torch.equal(cap, f) for f in feats)
+    (tmp_path / "00003.png").write_bytes((tmp_path / "00000.png").read_bytes())
+    _, caps = next(image_batches(str(tmp_path), 32, 2, CAP_DIM, seed=0))
+    assert all(torch.equal(c, z) for c, z in zip(caps, zero_captions(2, CAP_DIM), strict=True))
+    (tmp_path / "00003.cond.safetensors").write_bytes(conditioning_file_bytes(torch.randn(4, CAP_DIM + 1)))
+    with pytest.raises(ValueError, match=r"are not \[tokens, 64\]") as err:
+        next(image_batches(str(tmp_path), 32, 4, CAP_DIM, seed=0))  # a batch of all four items
+    assert "\n" not in str(err.value) and str(tmp_path) not in str(err.value)

@@ -21,10 +21,10 @@ import os
 from dataclasses import dataclass
 
 from dataset.folder import METADATA, read_metadata
+from l2p.format.keys import CONDITIONING_SUFFIX
+from l2p.format.keys import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 CAPTION_COLUMNS = ("text", "caption", "prompt")  # diffusers' imagefolder convention first
-CONDITIONING_SUFFIX = ".cond.safetensors"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ from typing import TypeVar
 V = TypeVar("V")
 PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 HEAD_PREFIX = "local_decoder."  # the Detailer Head's tensors, in both layouts
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # the image files a training or distill folder is read for
+# A dataset item's cached text features: ``NNNNN.cond.safetensors`` beside ``NNNNN.png``, one [tokens, width] tensor
+CONDITIONING_SUFFIX, CONDITIONING_KEY = ".cond.safetensors", "cap_feats"
 
 
 class L2PFormatError(ValueError):
