@@ -40,7 +40,7 @@ from shapes_world.render import render_many
 from shapes_world.score import check, detect
 
 NEW_WORD, MEANS = "crimson", "red"
-RUN = "l2p_paper_syn"  # the L2P model the LoRA goes to: bench/replicate's "as published" run
+RUN = "published"  # the L2P model the LoRA goes to: bench/replicate's "as published" run
 LORA_SEEDS = {"train": 606, "test": 707, "adapters": 0}
 CONFIGS = ("source", "source + LoRA", "L2P", "L2P + LoRA (frozen blocks)", "L2P + LoRA (all blocks)", 'L2P, "red"')
 

@@ -172,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                                   "or a ComfyUI VAE .safetensors file (default: <source>/vae)")
     ap.add_argument("--fit-images", type=int, default=64, help="procedural images encoded for the vae_* fit")
     dist = ap.add_argument_group("init distill (l2p.distill)")
-    dist.add_argument("--distill-images", help="a folder of images to distill on, ideally the source's own generations; "
-                                               "a dataset folder's cached captions (NNNNN.cond.safetensors) are used "
-                                               "when every image has one (default: procedural images)")
+    dist.add_argument("--distill-images", help="a folder of images to distill on, ideally the source's own "
+                                               "generations; a dataset folder's cached captions "
+                                               "(NNNNN.cond.safetensors) are used when every image has one "
+                                               "(default: procedural images)")
     dist.add_argument("--distill-size", type=int, default=256, help="image side, a multiple of the patch (crop+resize)")
     dist.add_argument("--distill-batch", type=int, default=2)
     dist.add_argument("--distill-steps", type=int, default=DistillConfig.align_steps,

@@ -1,9 +1,10 @@
 """The shapes-world replication (bench/replicate) at toy budgets, and the demo nodes it relies on.
 
 The smoke run goes through every stage of the real pipeline: VAE and source training, sampling and
-scoring, the pack's conversion CLI, the synthetic dataset rendered by the source through a real headless
-ComfyUI (its own server), the rendered dataset, four training runs with training/launch.py, checkpoint
-evaluation and the report. Its numbers mean nothing at these budgets; that every stage runs does.
+scoring, the pack's conversion CLI (the aligned conversion too), the synthetic dataset rendered by the source
+through a real headless ComfyUI (its own server), every training run of the design with training/launch.py,
+validation curves, the CFG and scratch-rate choices, the test split, the flow loss per sigma and the report.
+Its numbers mean nothing at these budgets; that every stage runs does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from bench.replicate.config import SMOKE
+from bench.replicate.config import RUNS, SCRATCH_LRS, SMOKE
 from bench.replicate.models import bake_latent_norm, new_vae
 from dataset.folder import read_metadata
 from l2p.format.tensor_io import save_safetensors_atomic
@@ -39,21 +40,32 @@ def smoke(module_tmp: pathlib.Path) -> pathlib.Path:
 
 def test_smoke_pipeline_runs_every_stage(smoke):
     report = json.loads((smoke / "results" / "report.json").read_text())
-    stages = {"world", "vae", "source", "source_eval", "convert", "data_syn", "data_real"}
+    stages = {"world", "vae", "source", "source_eval", "convert", "data_syn", "distill", "flow"}
     stages |= {f"{kind}_{run}" for run in SMOKE.runs for kind in ("train", "eval")}
-    stages |= {"eval_start_convert", "eval_start_scratch"}  # step 0, sampled once per start model
+    stages |= {"eval_start_convert", "eval_start_distill"}  # step 0, sampled once per start model
     assert stages <= set(report["seconds"])
     assert report["data_syn"]["items"] == SMOKE.data_items
+    assert "tokens aligned at block 1" in report["distill"]["summary"]
+    assert report["scratch_lr"]["chosen"] in SCRATCH_LRS
+    assert report["runs"]["scratch_s1"]["lr"] == report["scratch_lr"]["chosen"]
     for run in SMOKE.runs:
-        steps = [p["step"] for p in report["runs"][run]["curve"]]
-        assert steps == list(range(0, SMOKE.train_steps + 1, SMOKE.eval_every)), run
+        r = report["runs"][run]
+        steps = [p["step"] for p in r["curve"]]
+        last = SMOKE.train_steps + (SMOKE.scratch_extra_steps if RUNS[run].scratch else 0)
+        assert steps == list(range(1 if RUNS[run].scratch else 0, last + 1, SMOKE.eval_every)), run
+        assert [p["compute"] - p["step"] for p in r["curve"]] == [r["start_compute"]] * len(steps)
+        assert r["chosen"]["step"] in steps and r["chosen"]["cfg"] in SMOKE.cfg_choices
         for metric in ("geneval", "colour_level"):
-            assert 0.0 <= report["runs"][run]["curve"][-1][metric]["overall"] <= 1.0
-        assert pathlib.Path(report["runs"][run]["export"]).is_file()
+            assert 0.0 <= r["test"][metric]["overall"] <= 1.0
+            assert len(r["test"]["hits"][metric]) == SMOKE.test_prompts
+        assert len(r["flow"]["caption"]) == len(r["flow"]["empty"]) == SMOKE.flow_sigmas
+    assert report["runs"]["aligned"]["start_compute"] == SMOKE.scratch_extra_steps
+    verdicts = report["verdicts"]
+    assert len(verdicts["retention"]["value"]) == 3 and isinstance(verdicts["above_scratch"]["pass"], bool)
     text = (smoke / "results" / "RESULTS.md").read_text()
-    assert "L2P / source ratio" in text and "Stage timings" in text and "What this run shows" in text
-    grid = Image.open(smoke / "results" / "grid.png")
-    assert grid.width > 7 * SMOKE.size  # ground truth, VAE, source and four runs
+    for heading in ("Design and pass criteria (stated before the run)", "## Verdicts", "## Test split",
+                    "## Validation curves", "## Is the trunk used?", "## Stage timings"):
+        assert heading in text, heading
 
 
 def test_synthetic_dataset_conditioning_is_the_text_encoder_output(smoke):
@@ -78,11 +90,11 @@ def test_latent_lora_transfer_bench_runs_on_the_smoke_pipeline(smoke):
     proc = subprocess.run([sys.executable, "-m", "bench.lora_transfer", "--smoke", "--cache", str(smoke.parent)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "[lora_crimson] done" in proc.stdout and "[train_l2p_paper_syn] cached" in proc.stdout
-    # 2 blocks, both trained by the paper policy: nothing is frozen, so the default keeps nothing; "all" keeps
-    # A, B and alpha of the 7 linear layers of both blocks.
-    assert "kept 0 LoRA tensors on nothing; dropped 42 (trained by the paper policy)" in proc.stdout
-    assert "kept 42 LoRA tensors on layers.0-1" in proc.stdout
+    assert "[lora_crimson] done" in proc.stdout and "[train_published] cached" in proc.stdout
+    # 3 blocks, the first and last trained by the paper policy: the default keeps A, B and alpha of the 7 linear
+    # layers of the frozen middle block; "all" keeps those of every block.
+    assert "kept 21 LoRA tensors on layers.1; dropped 42 (trained by the paper policy)" in proc.stdout
+    assert "kept 63 LoRA tensors on layers.0-2" in proc.stdout
     scores = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(scores) == {"source", "source + LoRA", "L2P", "L2P + LoRA (frozen blocks)", "L2P + LoRA (all blocks)",
                            'L2P, "red"'}

@@ -15,9 +15,9 @@ RESULTS_DIR = BENCH / "results" / "replicate"
 RESULTS_MD = BENCH / "RESULTS.md"
 SHIPPED = REPO / "shapes_world" / "models"
 
-SEEDS = {"pool": 101, "eval": 202, "validate": 303, "syn": 404, "vae": 7, "source": 8, "convert": 0, "scratch": 9,
-         "train": 0, "real": 505}
-VERSION = 2  # bump when a stage's meaning changes, to invalidate every cached stage (2: paper trains the noise refiner)
+SEEDS = {"pool": 101, "val": 202, "test": 606, "validate": 303, "syn": 404, "vae": 7, "source": 8, "convert": 0,
+         "scratch": 9, "train": 0, "flow": 707}
+VERSION = 3  # bump when a stage's meaning changes, to invalidate every cached stage (3: the issue-20 design)
 
 # Z-Image's latent format in ComfyUI (comfy.latent_formats.Flux, what ZImage declares): the sampler sees
 # (z - SHIFT) * SCALE. The world's VAE has this normalisation baked into its weights, so the stock
@@ -31,27 +31,39 @@ HEAD_WIDTH_DIV = 4
 
 @dataclass(frozen=True)
 class Run:
-    """One L2P fine-tune (or the from-scratch baseline): start weights, trainable-set policy, data."""
+    """One fine-tune of the design: start weights, trainable set, learning rates and seed.
 
-    # "convert" (the source converted by l2p.convert, official init), "convert_<init>" (another pixel-embedder
-    # init of l2p.convert, e.g. vae_orth) or "scratch" (fresh init, same size)
+    ``start``: "convert" (``l2p.convert --init official``: random pixel embedder and head, as the released code
+    converts), "distill" (``--init distill``, the aligned conversion) or "scratch" (the same architecture, every
+    weight at its default init). ``lr`` is the pretrained weights' rate (every weight's when ``lr_new`` is 0);
+    0 means the scratch rate chosen on validation. Scratch runs get the distill's images as extra steps
+    (``Budget.scratch_extra_steps``), so every comparison is at equal compute.
+    """
+
     start: str
-    policy: str  # l2p.policies name
-    data: str  # "syn" (the source's own images, rendered through ComfyUI) or "real" (ground-truth renders)
-    steps: int = 0  # 0: the budget's train_steps
-    eval_every: int = 0  # 0: the budget's eval_every
+    policy: str  # l2p.policies name; "custom:" trains the pixel embedder and the head only
+    lr: float
+    lr_new: float = 0.0
+    seed: int = 0
+
+    @property
+    def scratch(self) -> bool:
+        return self.start == "scratch"
 
 
+SCRATCH_LRS = (1e-3, 3e-4)  # the scratch baseline's candidate rates; the better on validation gets seed 1 too
 RUNS = {
-    "l2p_paper_syn": Run("convert", "paper", "syn"),
-    "l2p_official_syn": Run("convert", "official", "syn"),
-    "l2p_paper_real": Run("convert", "paper", "real"),
-    "scratch_syn": Run("scratch", "official", "syn"),
-    # the pack's VAE-fitted pixel embedder (l2p/init_fit.py) instead of the official random one
-    "l2p_paper_syn_vae": Run("convert_vae_orth", "paper", "syn"),
-    # the shipped demo model: the paper-policy run trained 4x longer
-    "l2p_demo": Run("convert", "paper", "syn", steps=2400, eval_every=1200),
+    # L2P as published: the released conversion (random embedder and head), the paper's trainable set, one rate
+    "published": Run("convert", "paper", lr=1e-3),
+    # the aligned conversion, then the paper's set with separate rates for the new and the pretrained weights
+    "aligned": Run("distill", "paper", lr=1e-4, lr_new=1e-3),
+    "aligned_s1": Run("distill", "paper", lr=1e-4, lr_new=1e-3, seed=1),
+    # the aligned conversion with the whole trunk frozen: only the pixel embedder and the head train
+    "aligned_frozen": Run("distill", "custom:", lr=1e-4, lr_new=1e-3),
+    **{f"scratch_lr{lr:g}": Run("scratch", "official", lr=lr) for lr in SCRATCH_LRS},
+    "scratch_s1": Run("scratch", "official", lr=0.0, seed=1),
 }
+MAIN_PAIR = (("aligned", "aligned_s1"), ("scratch", "scratch_s1"))  # "scratch": the validation-chosen rate's run
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,9 @@ class Budget:
     heads: int = 4
     cap_dim: int = 64
     # world
-    pool: int = 8192  # rendered scenes: VAE, source and the "real" dataset
-    eval_prompts: int = 240  # held-out prompts, 40 per GenEval task: every score in the report
+    pool: int = 8192  # rendered scenes: what the VAE and the source train on
+    val_prompts: int = 180  # validation split, 30 per GenEval task: every choice (checkpoint, CFG, scratch rate)
+    test_prompts: int = 480  # test split, 80 per task: every reported number
     validate: int = 600  # scorer validation scenes
     # VAE (diffusers AutoencoderKL, 8x down)
     vae_steps: int = 2500
@@ -78,26 +91,30 @@ class Budget:
     source_ema: float = 0.999  # the saved source is the EMA of its weights
     # the share of items trained on the empty prompt, for the source and for every L2P run (training/launch.py's
     # caption_dropout): CFG's negative is the empty prompt, and without it the L2P head never learns that branch
-    # (A/B on the 3600-step model trained without: colour level 0.071 at CFG 3, 0.150 at CFG 1)
     caption_dropout: float = 0.1
     # sampling (evaluation, dataset)
     sample_steps: int = 20
-    cfg: float = 3.0
+    cfg: float = 3.0  # the dataset's CFG and the one checkpoints are chosen at
+    cfg_choices: tuple[float, ...] = (2.0, 3.0, 5.0)  # each model's CFG, chosen on validation at its checkpoint
     # Z-Image's shift 3 is for 4096 tokens at 1K; by the pack's resolution-aware rule (l2p/schedule.py) a
     # 16-token world wants far less. 1 (no shift) for training and sampling of every model here.
     shift: float = 1.0
-    # datasets for L2P: prompts x images per prompt
+    # the synthetic dataset: prompts x images per prompt, rendered by the source through ComfyUI
     data_prompts: int = 512
     images_per_prompt: int = 4
-    # L2P training (training/launch.py)
+    # the aligned conversion (python -m l2p.convert --init distill) on the synthetic dataset, its captions too
+    distill_steps: int = 100  # each stage: token alignment, then the head
+    distill_batch: int = 16
+    distill_lr: float = 1e-3
+    # fine-tuning (training/launch.py)
     train_steps: int = 600
     train_batch: int = 16
-    train_lr: float = 1e-3  # at 2e-4 the new embedder and head were still noise after 600 steps
     train_warmup: int = 50
-    # EMA of the trainable weights, what every checkpoint is evaluated (and shipped) with: at lr 1e-3 the raw
-    # weights sample visibly grainier (600-step A/B from the 2400-step model: detail 0.94 raw vs 0.99 EMA)
+    # EMA of the trainable weights, what every checkpoint is evaluated (and shipped) with (with warm-up)
     train_ema: float = 0.99
     eval_every: int = 200
+    flow_sigmas: int = 10  # the flow loss and the text gain are measured at this many sigmas (bin centres)
+    flow_items: int = 120  # on this many validation prompts, the source's own images of them
     runs: tuple[str, ...] = tuple(RUNS)
     timeouts: dict = field(default_factory=lambda: {"dataset": 3600.0})
 
@@ -105,22 +122,32 @@ class Budget:
     def data_items(self) -> int:
         return self.data_prompts * self.images_per_prompt
 
+    @property
+    def scratch_extra_steps(self) -> int:
+        """The distill's compute in training steps, counted generously for scratch: every image the two distill
+        stages see counts as one training image (a distill step costs less than a training step)."""
+        return -(-2 * self.distill_steps * self.distill_batch // self.train_batch)
+
 
 FULL = Budget()
-SMOKE = Budget(name="smoke", layers=2, pool=64, eval_prompts=12, validate=60, vae_steps=3, vae_batch=4,
-               source_steps=3, source_batch=4, sample_steps=2, data_prompts=4, images_per_prompt=2, train_steps=2,
-               train_batch=2, train_warmup=1, eval_every=1, runs=("l2p_paper_syn", "l2p_official_syn", "l2p_paper_real",
-                                                                  "scratch_syn", "l2p_paper_syn_vae"))
+# three blocks: the paper set (first and last) leaves one frozen for the aligned conversion to align to
+SMOKE = Budget(name="smoke", layers=3, pool=64, val_prompts=12, test_prompts=12, validate=60, vae_steps=3,
+               vae_batch=4, source_steps=3, source_batch=4, sample_steps=2, data_prompts=4, images_per_prompt=2,
+               distill_steps=2, distill_batch=1, train_steps=2, train_batch=2, train_warmup=1, eval_every=2,
+               flow_sigmas=2, flow_items=4)
 
 STAGE_FIELDS = {
-    "world": ("size", "pool", "eval_prompts", "validate"),
+    "pool": ("size", "pool"),
+    "world": ("size", "pool", "val_prompts", "test_prompts", "validate"),
     "vae": ("vae_steps", "vae_batch", "vae_lr", "kl_weight"),
     "source": ("dim", "layers", "heads", "cap_dim", "source_steps", "source_batch", "source_lr", "source_ema",
                "caption_dropout", "shift"),
     "sample": ("sample_steps", "cfg", "shift"),
     "data": ("data_prompts", "images_per_prompt"),
-    "train": ("train_steps", "train_batch", "train_lr", "train_warmup", "train_ema", "caption_dropout", "eval_every",
-              "shift"),
+    "distill": ("distill_steps", "distill_batch", "distill_lr"),
+    "train": ("train_steps", "train_batch", "train_warmup", "train_ema", "caption_dropout", "eval_every", "shift",
+              "distill_steps", "distill_batch"),
+    "flow": ("flow_sigmas", "flow_items"),
 }
 
 

@@ -169,28 +169,30 @@ def seeded_noise(shape: tuple[int, ...], seeds: list[int]) -> Tensor:
 
 @torch.no_grad()
 def sample(velocity, encoder: ShapesTextEncoder, prompts: list[str], seeds: list[int], shape: tuple[int, ...],
-           budget: Budget, chunk: int = 64) -> Tensor:
-    """Euler + CFG (``velocity(x, sigma, caps)``) for each (prompt, seed); returns the final x."""
+           budget: Budget, chunk: int = 64, cfg: float | None = None) -> Tensor:
+    """Euler + CFG (``velocity(x, sigma, caps)``; ``cfg`` default the budget's) for each (prompt, seed); returns
+    the final x."""
     sigmas = sampling_sigmas(budget.sample_steps, budget.shift)
     outs = []
     for i in range(0, len(prompts), chunk):
         caps = encoder(prompts[i:i + chunk])
         empty = encoder([""] * len(caps))
         cond = guided(lambda x, s, caps=caps: velocity(x, s, caps), lambda x, s, e=empty: velocity(x, s, e),
-                      budget.cfg)
+                      budget.cfg if cfg is None else cfg)
         outs.append(euler_sample(cond, seeded_noise(shape, seeds[i:i + chunk]), sigmas))
     return torch.cat(outs)
 
 
 def sample_source(source: nn.Module, vae: nn.Module, encoder: ShapesTextEncoder, prompts: list[str],
-                  seeds: list[int], budget: Budget) -> Tensor:
+                  seeds: list[int], budget: Budget, cfg: float | None = None) -> Tensor:
     side = budget.size // 8
     z = sample(lambda x, s, c: source_velocity(source, x, s, c), encoder, prompts, seeds, (LATENT_CH, side, side),
-               budget)
+               budget, cfg=cfg)
     return to_uint8(decode(vae, z))
 
 
 def sample_pixels(model: nn.Module, encoder: ShapesTextEncoder, prompts: list[str], seeds: list[int],
-                  budget: Budget) -> Tensor:
-    x = sample(lambda x, s, c: model(x, s, c), encoder, prompts, seeds, (3, budget.size, budget.size), budget)
+                  budget: Budget, cfg: float | None = None) -> Tensor:
+    x = sample(lambda x, s, c: model(x, s, c), encoder, prompts, seeds, (3, budget.size, budget.size), budget,
+               cfg=cfg)
     return to_uint8(x)

@@ -1,11 +1,15 @@
 """The replication's stages, each cached by a key over its budget fields and its upstream stages' keys.
 
-world -> vae -> source (+ text encoder) -> source_eval
-                       \\-> convert (python -m l2p.convert) + scratch init
-                       \\-> data_syn (ComfyUI) / data_real (renders) -> train_<run> (training/launch.py) -> eval_<run>
+world -> vae -> source (+ text encoder) -> source_<split>_cfg<c> (the CFG chosen on validation)
+                       \\-> files -> convert (python -m l2p.convert, init official) + scratch inits
+                                \\-> data_syn (the source through ComfyUI) -> distill (l2p.convert --init distill)
+                                                                    \\-> train_<run> (training/launch.py)
+train_<run> -> <run>_val_cfg3_step<s> (every checkpoint) -> <run>_val_cfg<c>_step<chosen>
+            -> <run>_test_cfg<chosen>_step<chosen> + flow_<run>
 
-Stages that produce folders (datasets, training runs) keep them in ``<cache>/<name>-<key>/`` and record
-completion with their cache entry, written last.
+Every choice (checkpoint, CFG, the scratch rate) is made on the validation split; the test split is sampled once
+per model, at its chosen checkpoint and CFG. Stages that produce folders (datasets, conversions, training runs)
+keep them in ``<cache>/<name>-<key>/`` and record completion with their cache entry, written last.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +27,13 @@ import numpy as np
 import torch
 
 from bench.common import Cache, Stages, psnr, summary
-from dataset.folder import DatasetItem, DatasetWriter, conditioning_file_bytes, png_bytes
+from dataset.folder import conditioning_file_bytes
 from dataset.prompts import PromptRecord
 from l2p.format.tensor_io import save_safetensors_atomic
-from shapes_world import detail_ratio, evaluate, make_scenes, prompt_for, stripe_contrast, validate, vocabulary
+from shapes_world import detail_ratio, evaluate, make_scenes, prompt_for, stripe_contrast, validate
 from shapes_world.render import render_many
 from shapes_world.scene import TASKS, sample_scene
+from shapes_world.score import check
 from training.contract import TrainConfig, parse_event, to_toml
 
 from . import models
@@ -38,6 +44,7 @@ from .config import (
     PIXEL_PATCH,
     REPO,
     RUNS,
+    SCRATCH_LRS,
     SEEDS,
     Budget,
     budget_dict,
@@ -50,6 +57,25 @@ Tensor = torch.Tensor
 def balanced_scenes(n: int, seed: int, size: int) -> list:
     """``n`` scenes cycling through GenEval's tasks (equal counts per task when n is a multiple of 6)."""
     return [sample_scene(np.random.default_rng([seed, i]), task=TASKS[i % len(TASKS)], size=size) for i in range(n)]
+
+
+@dataclass
+class Split:
+    """Held-out prompts with their scenes, sampling seeds and ground-truth renders."""
+
+    name: str
+    scenes: list
+    prompts: list[str]
+    seeds: list[int]
+    gt: Tensor | None = None  # uint8 [N, H, W, 3]
+
+    @property
+    def specs(self) -> list:
+        return [s.spec for s in self.scenes]
+
+    @property
+    def tasks(self) -> list[str]:
+        return [s.task for s in self.scenes]
 
 
 def scratch_l2p_state(budget: Budget, seed: int) -> dict[str, Tensor]:
@@ -84,6 +110,23 @@ def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> list[tuple
     return events
 
 
+def run_cli(cmd: list[str]) -> str:
+    """Run one of the pack's CLIs (argument list, no shell, two threads); its stdout, or its error's last lines."""
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[1:4])} exited with {done.returncode}: {done.stderr.strip()[-1500:]}")
+    return done.stdout
+
+
+def choose(scored: dict[Any, dict[str, Any]], prefer: Any) -> Any:
+    """The key with the best colour-level score, then GenEval; a tie goes to ``prefer``, then to the larger key
+    (the later step) (the rule RESULTS.md states)."""
+    def rank(k: Any) -> tuple[float, float, bool, Any]:
+        return scored[k]["colour_level"]["overall"], scored[k]["geneval"]["overall"], k == prefer, k
+
+    return max(scored, key=rank)
+
+
 class Pipeline:
     def __init__(self, budget: Budget, cache_dir: Path, fresh: bool = False):
         self.b = budget
@@ -94,6 +137,9 @@ class Pipeline:
         self.fresh = fresh
         self.report: dict[str, Any] = {"budget": budget_dict(budget)}
         self.start_scores: dict[str, dict[str, Any]] = {}
+        self.scratch_lr: float | None = None
+        self._samples: dict[str, Tensor] = {}  # each stage fetched once, so its seconds are counted once
+        self._trained: dict[str, tuple[Path, dict[str, Any], str]] = {}
         torch.set_num_threads(min(2, os.cpu_count() or 1))
 
     # ------------------------------------------------------------------------------------------- helpers
@@ -114,31 +160,59 @@ class Pipeline:
         _, info = self.stages.get(name, key, build)
         return folder, info
 
-    # ------------------------------------------------------------------------------------------- stages
+    def scores(self, images: Tensor, split: Split) -> dict[str, Any]:
+        """GenEval and colour level (summaries and each prompt's hit, for the intervals), fine detail."""
+        arr = images.numpy()
+        hits = {m: [bool(check(im, spec, m == "geneval").correct) for im, spec in zip(arr, split.specs, strict=True)]
+                for m in ("geneval", "colour_level")}
+        return {"geneval": evaluate(arr, split.specs), "colour_level": evaluate(arr, split.specs, match_shape=False),
+                "hits": hits, "tasks": split.tasks, "detail": detail_ratio(arr, split.gt.numpy()),
+                "stripes": self.stripes(arr, split)}
+
+    @staticmethod
+    def stripes(images: np.ndarray, split: Split) -> float:
+        """Mean depth of the 2-3 px stripes on the prompts that ask for a striped background, relative to the
+        ground truth's: fine detail that grain cannot fake (``detail`` counts noise as detail)."""
+        striped = [i for i, s in enumerate(split.scenes) if s.spec.background == "striped"]
+        reference = float(stripe_contrast(split.gt.numpy()[striped]).mean())
+        return float(stripe_contrast(images[striped]).mean()) / reference
+
+    def sampled(self, name: str, key: str, draw, group: str) -> Tensor:
+        """A cached set of samples (``draw() -> uint8 images``); its seconds count under ``group``."""
+        if name not in self._samples:
+            self._samples[name] = self.stages.get(name, key, lambda: ({"images": draw()}, {}), group=group)[0]["images"]
+        return self._samples[name]
+
+    # ------------------------------------------------------------------------------------------- world, VAE, source
     def world(self) -> None:
         b = self.b
         self.pool_scenes = make_scenes(b.pool, SEEDS["pool"], b.size)
-        self.eval_scenes = balanced_scenes(b.eval_prompts, SEEDS["eval"], b.size)
         self.pool_prompts = [prompt_for(s) for s in self.pool_scenes]
-        self.eval_prompts = [prompt_for(s) for s in self.eval_scenes]
-        self.eval_seeds = [SEEDS["eval"] * 1000 + i for i in range(b.eval_prompts)]
+        self.splits = {}
+        for name, n in (("val", b.val_prompts), ("test", b.test_prompts)):
+            scenes = balanced_scenes(n, SEEDS[name], b.size)
+            self.splits[name] = Split(name, scenes, [prompt_for(s) for s in scenes],
+                                      [SEEDS[name] * 1000 + i for i in range(n)])
         self.world_key = stage_key("world", b)
+        self.pool_key = stage_key("pool", b)
 
         def make():
             pool = torch.from_numpy(render_many(self.pool_scenes))
-            gt = torch.from_numpy(render_many(self.eval_scenes))
+            gt = {name: torch.from_numpy(render_many(split.scenes)) for name, split in self.splits.items()}
             info = {"validation": validate(b.validate, SEEDS["validate"], b.size),
-                    "gt_eval": evaluate(gt.numpy(), [s.spec for s in self.eval_scenes])}
-            return {"pool": pool, "eval": gt}, info
+                    "gt_test": evaluate(gt["test"].numpy(), self.splits["test"].specs)}
+            return {"pool": pool, **gt}, info
 
         sd, info = self.stages.get("world", self.world_key, make)
-        self.pool_u8, self.eval_gt = sd["pool"], sd["eval"]
-        self.report["world"] = {**info, "gt_colour": evaluate(self.eval_gt.numpy(), [s.spec for s in self.eval_scenes],
-                                                              match_shape=False)}
+        self.pool_u8 = sd["pool"]
+        for name, split in self.splits.items():
+            split.gt = sd[name]
+        test = self.splits["test"]
+        self.report["world"] = {**info, "gt_colour": evaluate(test.gt.numpy(), test.specs, match_shape=False)}
 
     def vae(self) -> None:
         b = self.b
-        self.vae_key = stage_key("vae", b, self.world_key)
+        self.vae_key = stage_key("vae", b, self.pool_key)
 
         def make():
             pool = models.to_tensor(self.pool_u8)
@@ -151,23 +225,20 @@ class Pipeline:
         sd, info = self.stages.get("vae", self.vae_key, make)
         self.vae_model = models.vae_from_state(sd)
         self.vae_sd = sd
-        gt = models.to_tensor(self.eval_gt)
+        test = self.splits["test"]
+        gt = models.to_tensor(test.gt)
         recon = models.decode(self.vae_model, models.encode(self.vae_model, gt))
-        recon_u8 = models.to_uint8(recon)
-        self.vae_recon = recon_u8
-        self.report["vae"] = {
-            **info, "psnr": psnr(recon, gt),
-            "score_recon": evaluate(recon_u8.numpy(), [s.spec for s in self.eval_scenes]),
-            "colour_recon": evaluate(recon_u8.numpy(), [s.spec for s in self.eval_scenes], match_shape=False),
-            "detail_recon": detail_ratio(recon_u8.numpy(), self.eval_gt.numpy()),
-            "stripes_recon": self.stripes(recon_u8.numpy()),
-            "params": sum(v.numel() for v in sd.values())}
+        self.vae_recon = models.to_uint8(recon)
+        self.report["vae"] = {**info, "psnr": psnr(recon, gt), "test": self.scores(self.vae_recon, test),
+                              "params": sum(v.numel() for v in sd.values())}
 
     def source(self) -> None:
         b = self.b
         self.source_key = stage_key("source", b, self.vae_key)
 
         def make():
+            from shapes_world import vocabulary
+
             latents = models.encode(self.vae_model, models.to_tensor(self.pool_u8))
             torch.manual_seed(SEEDS["source"])
             source = models.new_source(b)
@@ -190,31 +261,23 @@ class Pipeline:
         self.report["source"] = {"loss": info["loss"], "params": sum(v.numel() for v in self.source_sd.values()),
                                  "te_params": sum(v.numel() for v in self.te_sd.values())}
 
+    def source_images(self, split: Split, cfg: float) -> Tensor:
+        key = stage_key("sample", self.b, self.source_key, self.world_key, extra=(split.name, cfg))
+        name = f"source_{split.name}_cfg{cfg:g}"
+        return self.sampled(name, key, lambda: models.sample_source(
+            self.source_model, self.vae_model, self.encoder, split.prompts, split.seeds, self.b, cfg=cfg),
+            "source_eval")
+
     def source_eval(self) -> None:
-        key = stage_key("sample", self.b, self.source_key, self.world_key)
+        """The source's CFG chosen on validation, then its test samples at that CFG."""
+        val, test = self.splits["val"], self.splits["test"]
+        scored = {cfg: self.scores(self.source_images(val, cfg), val) for cfg in self.b.cfg_choices}
+        cfg = choose(scored, self.b.cfg)
+        self.source_test_images = self.source_images(test, cfg)
+        self.report["source_eval"] = {"val": {f"{c:g}": v for c, v in scored.items()}, "cfg": cfg,
+                                      "test": self.scores(self.source_test_images, test)}
 
-        def make():
-            images = models.sample_source(self.source_model, self.vae_model, self.encoder, self.eval_prompts,
-                                          self.eval_seeds, self.b)
-            return {"images": images}, {}
-
-        sd, _ = self.stages.get("source_eval", key, make)
-        self.source_images = sd["images"]
-        self.report["source_eval"] = self.scores(self.source_images)  # scored here: cheap, and never stale
-
-    def scores(self, images: Tensor) -> dict[str, Any]:
-        arr = images.numpy()
-        specs = [s.spec for s in self.eval_scenes]
-        return {"geneval": evaluate(arr, specs), "colour_level": evaluate(arr, specs, match_shape=False),
-                "detail": detail_ratio(arr, self.eval_gt.numpy()), "stripes": self.stripes(arr)}
-
-    def stripes(self, images: np.ndarray) -> float:
-        """Mean depth of the 2-3 px stripes on the prompts that ask for a striped background, relative to the
-        ground truth's: fine detail that grain cannot fake (``detail`` counts noise as detail)."""
-        striped = [i for i, s in enumerate(self.eval_scenes) if s.spec.background == "striped"]
-        reference = float(stripe_contrast(self.eval_gt.numpy()[striped]).mean())
-        return float(stripe_contrast(images[striped]).mean()) / reference
-
+    # ------------------------------------------------------------------------------------------- files, starts, data
     def files(self) -> None:
         """The source, its VAE and text encoder as files (what ComfyUI and l2p.convert read)."""
         self.files_dir = self.dir / "files"
@@ -227,6 +290,9 @@ class Pipeline:
                                 (self.te_file, self.te_sd, self.te_meta)):
             if self._file_key(path) != self.source_key:
                 save_safetensors_atomic(sd, str(path), metadata={**meta, **extra})
+        self.empty_file = self.files_dir / "empty.cond.safetensors"  # CFG's negative, what caption dropout trains on
+        with torch.no_grad():
+            self.empty_file.write_bytes(conditioning_file_bytes(self.encoder([""])[0]))
 
     @staticmethod
     def _file_key(path: Path) -> str | None:
@@ -238,47 +304,54 @@ class Pipeline:
             return (f.metadata() or {}).get("bench.key")
 
     def convert(self) -> None:
-        """The pack's conversion CLI on the source file, and a same-size model with a fresh init."""
+        """The pack's conversion CLI on the source file (the released init), and the scratch inits."""
         key = stage_key("convert", self.b, self.source_key)
 
         def make(folder: Path) -> dict[str, Any]:
             out = folder / "l2p-converted.safetensors"
-            subprocess.run([sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out", str(out),
-                            "--patch", str(PIXEL_PATCH), "--init", "official", "--policy", "official",
-                            "--seed", str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)],
-                           check=True, cwd=REPO, capture_output=True)
-            save_safetensors_atomic(scratch_l2p_state(self.b, SEEDS["scratch"]), str(folder / "scratch.safetensors"),
-                                    metadata={"l2p.policy": "official"})
+            run_cli([sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out", str(out),
+                     "--patch", str(PIXEL_PATCH), "--init", "official", "--policy", "paper",
+                     "--seed", str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)])
+            for seed in sorted({r.seed for r in RUNS.values() if r.scratch}):
+                save_safetensors_atomic(scratch_l2p_state(self.b, SEEDS["scratch"] + seed),
+                                        str(folder / f"scratch-{seed}.safetensors"),
+                                        metadata={"l2p.policy": "official"})
             return {}
 
         self.convert_dir, _ = self.folder_stage("convert", key, make)
-        self.convert_key = key
-        self.start_files = {"convert": (self.convert_dir / "l2p-converted.safetensors", key),
-                            "scratch": (self.convert_dir / "scratch.safetensors", key)}
+        self.start_files = {"convert": (self.convert_dir / "l2p-converted.safetensors", key)}
+        for seed in {r.seed for r in RUNS.values() if r.scratch}:
+            self.start_files[f"scratch-{seed}"] = (self.convert_dir / f"scratch-{seed}.safetensors", key)
 
-    def start_file(self, start: str) -> tuple[Path, str]:
-        """A run's start weights and their stage key: the official conversion, the scratch init, or
-        ``convert_<init>``: the same conversion with another pixel-embedder init (made on first use)."""
-        if start not in self.start_files:
-            init = start.removeprefix("convert_")
-            key = stage_key("convert", self.b, self.source_key, extra=f"{init}:model-latent-space")
+    def vae_folder(self, folder: Path) -> Path:
+        """The world's VAE as a diffusers folder (what l2p.convert reads), scaled to the DiT's latent space."""
+        vae = models.vae_from_state(self.vae_sd)
+        # the DiT's latents are (raw - SHIFT) * SCALE (models.encode): the fits must target that space
+        vae.register_to_config(scaling_factor=LATENT_SCALE, shift_factor=LATENT_SHIFT)
+        vae.save_pretrained(str(folder / "vae"), safe_serialization=True)
+        return folder / "vae"
 
-            def make(folder: Path) -> dict[str, Any]:
-                vae_dir = folder / "vae"  # a diffusers folder: what l2p.convert reads for the vae_* inits
-                vae = models.vae_from_state(self.vae_sd)
-                # the DiT's latents are (raw - SHIFT) * SCALE (models.encode): the fits must target that space
-                vae.register_to_config(scaling_factor=LATENT_SCALE, shift_factor=LATENT_SHIFT)
-                vae.save_pretrained(str(vae_dir), safe_serialization=True)
-                subprocess.run([sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out",
-                                str(folder / "l2p-converted.safetensors"), "--patch", str(PIXEL_PATCH), "--init",
-                                init, "--vae", str(vae_dir), "--policy", "official", "--seed",
-                                str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)],
-                               check=True, cwd=REPO, capture_output=True)
-                return {}
+    def distill(self) -> None:
+        """The aligned conversion through the pack's CLI, on the synthetic dataset with its captions."""
+        b = self.b
+        key = stage_key("distill", b, self.source_key, self.syn_key)
 
-            folder, _ = self.folder_stage(start, key, make)
-            self.start_files[start] = (folder / "l2p-converted.safetensors", key)
-        return self.start_files[start]
+        def make(folder: Path) -> dict[str, Any]:
+            start = time.perf_counter()
+            stdout = run_cli(
+                [sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out",
+                 str(folder / "l2p-distilled.safetensors"), "--patch", str(PIXEL_PATCH), "--init", "distill",
+                 "--vae", str(self.vae_folder(folder)), "--policy", "paper", "--seed", str(SEEDS["convert"]),
+                 "--head-width-div", str(HEAD_WIDTH_DIV), "--distill-images", str(self.syn_dir),
+                 "--distill-size", str(b.size), "--distill-batch", str(b.distill_batch), "--distill-steps",
+                 str(b.distill_steps), "--distill-head-steps", str(b.distill_steps), "--distill-lr",
+                 str(b.distill_lr), "--device", "cpu"])
+            line = next((ln for ln in stdout.splitlines() if "distill:" in ln), "")
+            return {"summary": line.strip(" |"), "wall_seconds": time.perf_counter() - start}
+
+        folder, info = self.folder_stage("distill", key, make)
+        self.start_files["distill"] = (folder / "l2p-distilled.safetensors", key)
+        self.report["distill"] = info
 
     def data_syn(self) -> None:
         from .comfy_dataset import render_dataset
@@ -293,46 +366,40 @@ class Pipeline:
         self.syn_key = key
         self.report["data_syn"] = info
 
-    def data_real(self) -> None:
-        b = self.b
-        key = stage_key("data", b, self.source_key, "real")
+    def start_file(self, run_name: str) -> tuple[Path, str]:
+        run = RUNS[run_name]
+        return self.start_files[f"scratch-{run.seed}" if run.scratch else run.start]
 
-        def make(folder: Path) -> dict[str, Any]:
-            from PIL import Image
-
-            scenes = make_scenes(b.data_items, SEEDS["real"], b.size)
-            images = render_many(scenes)
-            writer = DatasetWriter(str(folder))
-            for i, (scene, image) in enumerate(zip(scenes, images, strict=True)):
-                text = prompt_for(scene)
-                with torch.no_grad():
-                    cond = conditioning_file_bytes(self.encoder([text])[0])
-                writer.write(DatasetItem(index=i, text=text, seed=SEEDS["real"] * 100_000 + i, category=scene.task,
-                                         width=b.size, height=b.size), png_bytes(Image.fromarray(image)), cond)
-            return {"items": len(scenes)}
-
-        self.real_dir, info = self.folder_stage("data_real", key, make)
-        self.real_key = key
-        self.report["data_real"] = info
+    # ------------------------------------------------------------------------------------------- training
+    def run_lr(self, run_name: str) -> float:
+        lr = RUNS[run_name].lr
+        if lr:
+            return lr
+        if self.scratch_lr is None:
+            raise RuntimeError(f"{run_name} takes the scratch rate chosen on validation: run the scratch_lr* runs "
+                               "first")
+        return self.scratch_lr
 
     def train(self, run_name: str) -> tuple[Path, dict[str, Any], str]:
+        if run_name not in self._trained:
+            self._trained[run_name] = self._train(run_name)
+        return self._trained[run_name]
+
+    def _train(self, run_name: str) -> tuple[Path, dict[str, Any], str]:
         b, run = self.b, RUNS[run_name]
-        data_dir, data_key = (self.syn_dir, self.syn_key) if run.data == "syn" else (self.real_dir, self.real_key)
-        model, start_key = self.start_file(run.start)
-        key = stage_key("train", b, start_key, data_key, extra=run)
-        steps, every = run.steps or b.train_steps, run.eval_every or b.eval_every
+        model, start_key = self.start_file(run_name)
+        lr = self.run_lr(run_name)
+        steps = b.train_steps + (b.scratch_extra_steps if run.scratch else 0)
+        key = stage_key("train", b, start_key, self.syn_key, extra=(run, lr))
 
         def make(folder: Path) -> dict[str, Any]:
-            empty = folder / "empty.cond.safetensors"  # CFG's negative: what caption dropout trains on
-            with torch.no_grad():
-                empty.write_bytes(conditioning_file_bytes(self.encoder([""])[0]))
             config = TrainConfig(
-                model=str(model), dataset=str(data_dir), output_dir=str(folder / "run"),
-                caption_dropout=b.caption_dropout, empty_conditioning=str(empty), policy=run.policy, steps=steps,
-                lr=b.train_lr, warmup_steps=b.train_warmup, batch_size=b.train_batch, ema_decay=b.train_ema,
-                shift=b.shift, fixed_noise=False, mixed_precision="no", max_pixels=b.size * b.size,
-                checkpoint_every=every, checkpoints_total_limit=0, log_every=10, validate_every=0,
-                seed=SEEDS["train"], export_name=run_name)
+                model=str(model), dataset=str(self.syn_dir), output_dir=str(folder / "run"),
+                caption_dropout=b.caption_dropout, empty_conditioning=str(self.empty_file), policy=run.policy,
+                steps=steps, lr=lr, lr_new=run.lr_new, warmup_steps=b.train_warmup, batch_size=b.train_batch,
+                ema_decay=b.train_ema, shift=b.shift, fixed_noise=False, mixed_precision="no",
+                max_pixels=b.size * b.size, checkpoint_every=b.eval_every, checkpoints_total_limit=0, log_every=10,
+                validate_every=0, seed=SEEDS["train"] + run.seed, export_name=run_name)
             cfg_path = folder / "config.toml"
             cfg_path.write_text(to_toml(config), encoding="utf-8")
             events = run_logged([sys.executable, "training/launch.py", "--config", str(cfg_path)], folder / "log.txt",
@@ -341,7 +408,8 @@ class Pipeline:
             log = [(t - t0, e["step"], e["loss"]) for t, e in events if e.get("event") == "log"]
             if not log or log[-1][1] != steps:
                 raise RuntimeError(f"{run_name}: the trainer's log ends before step {steps}; see {folder}")
-            return {"log": log, "policy": start.get("policy", ""), "seconds_per_step": log[-1][0] / log[-1][1]}
+            return {"log": log, "policy": start.get("policy", ""), "seconds_per_step": log[-1][0] / log[-1][1],
+                    "lr": lr}
 
         folder, info = self.folder_stage(f"train_{run_name}", key, make)
         return folder, info, key
@@ -352,8 +420,7 @@ class Pipeline:
 
         from training.model import load_model, official_names
 
-        run = RUNS[run_name]
-        loaded = load_model(str(self.start_file(run.start)[0]), run.policy)
+        loaded = load_model(str(self.start_file(run_name)[0]), RUNS[run_name].policy)
         if checkpoint is not None:
             ema = os.path.join(checkpoint, "ema.safetensors")
             trained = safetensors.torch.load_file(ema if os.path.isfile(ema) else
@@ -365,52 +432,117 @@ class Pipeline:
                     params[name].copy_(value)
         return loaded.model.train(False)
 
-    def _sample(self, model: torch.nn.Module) -> Tensor:
-        return models.sample_pixels(model, self.encoder, self.eval_prompts, self.eval_seeds, self.b)
-
-    def _scored(self, label: str, images: Tensor) -> dict[str, Any]:
-        scores = self.scores(images)
+    # ------------------------------------------------------------------------------------------- evaluation
+    def _scored(self, label: str, images: Tensor, split: Split) -> dict[str, Any]:
+        scores = self.scores(images, split)
         print(f"  {label}: GenEval {scores['geneval']['overall']:.3f} (colour level "
               f"{scores['colour_level']['overall']:.3f}), detail {scores['detail']:.2f}", flush=True)
         return scores
 
-    def start_eval(self, start: str) -> dict[str, Any]:
-        """Step 0 of every run from the same start weights (the converted source, or the scratch init): once."""
-        run_name = next(k for k, r in RUNS.items() if r.start == start)
-        key = stage_key("sample", self.b, self.start_file(start)[1], self.world_key, extra=start)
-
-        def make():
-            return {"images": self._sample(self.run_model(run_name, None))}, {}
-
-        if start not in self.start_scores:  # asked for by each run; fetched (and its time counted) once
-            sd, _ = self.stages.get(f"eval_start_{start}", key, make)
-            self.start_scores[start] = self._scored(f"{start} step 0", sd["images"])
-        return self.start_scores[start]
-
-    def evaluate_run(self, run_name: str) -> None:
-        """Score the run's model at step 0 and at every checkpoint (same prompts, seeds and sampler).
-
-        The stage keeps every checkpoint's images; the scores are computed from them here, so a change to the
-        scorer never needs the models sampled again."""
+    def checkpoints(self, run_name: str) -> tuple[dict[int, str | None], str]:
+        """step -> checkpoint folder (None: the start weights, step 0 of an L2P run) and the training key."""
         from training.checkpoint import checkpoints
 
-        folder, train_info, train_key = self.train(run_name)
-        key = stage_key("sample", self.b, train_key, self.world_key)
-        start = self.start_eval(RUNS[run_name].start)
+        folder, _, train_key = self.train(run_name)
+        steps: dict[int, str | None] = {} if RUNS[run_name].scratch else {0: None}
+        steps.update({step: path for step, path in checkpoints(str(folder / "run"))})
+        return steps, train_key
+
+    def run_images(self, run_name: str, step: int, split: Split, cfg: float) -> Tensor:
+        steps, train_key = self.checkpoints(run_name)
+        # step 0 is the start model, shared by every run from it
+        key = stage_key("sample", self.b, self.start_file(run_name)[1] if step == 0 else train_key, self.world_key,
+                        extra=(split.name, cfg))
+        owner = f"start_{RUNS[run_name].start}" if step == 0 else run_name
+        return self.sampled(f"{owner}_{split.name}_cfg{cfg:g}_step{step}", key, lambda: models.sample_pixels(
+            self.run_model(run_name, steps[step]), self.encoder, split.prompts, split.seeds, self.b, cfg=cfg),
+            f"eval_{owner}")
+
+    def evaluate_run(self, run_name: str) -> None:
+        """Validation at every checkpoint (the curve), the checkpoint and then the CFG chosen on validation, the
+        test split once at that choice, and the flow loss per sigma with and without the caption."""
+        b, run = self.b, RUNS[run_name]
+        val, test = self.splits["val"], self.splits["test"]
+        steps, _ = self.checkpoints(run_name)
+        extra = 0 if run.scratch or run.start == "convert" else b.scratch_extra_steps
+        curve = {step: self._scored(f"{run_name} step {step}", self.run_images(run_name, step, val, b.cfg), val)
+                 for step in steps}
+        step = choose(curve, max(steps))
+        by_cfg = {c: curve[step] if c == b.cfg else self._scored(f"{run_name} step {step} CFG {c:g}",
+                                                                  self.run_images(run_name, step, val, c), val)
+                  for c in b.cfg_choices}
+        cfg = choose(by_cfg, b.cfg)
+        images = self.run_images(run_name, step, test, cfg)
+        _, train_info, _ = self.train(run_name)
+        self.report.setdefault("runs", {})[run_name] = {
+            **train_info, "curve": [{"step": s, "compute": s + extra, **v} for s, v in curve.items()],
+            "chosen": {"step": step, "cfg": cfg, "val": by_cfg[cfg]},
+            "test": self._scored(f"{run_name} test (step {step}, CFG {cfg:g})", images, test),
+            "flow": self.flow(run_name, step), "start_compute": extra}
+        self.test_images = getattr(self, "test_images", {})
+        self.test_images[run_name] = images
+
+    def choose_scratch_lr(self) -> None:
+        """The scratch rate: the better of the candidates' seed-0 runs on validation (at their chosen checkpoint
+        and CFG)."""
+        runs = {lr: f"scratch_lr{lr:g}" for lr in SCRATCH_LRS}
+        for name in runs.values():
+            if name not in self.report.get("runs", {}):
+                self.evaluate_run(name)
+        scored = {lr: self.report["runs"][name]["chosen"]["val"] for lr, name in runs.items()}
+        self.scratch_lr = choose(scored, SCRATCH_LRS[0])
+        self.report["scratch_lr"] = {"chosen": self.scratch_lr, "run": runs[self.scratch_lr]}
+
+    # ------------------------------------------------------------------------------------------- flow loss
+    def flow_batch(self) -> tuple[Tensor, list[str], Tensor, Tensor]:
+        """The validation prompts' source images (x0 in [-1, 1]), their prompts, sigmas (bin centres) and fixed
+        noise: the source's own distribution, on prompts no model trained on."""
+        b, val = self.b, self.splits["val"]
+        n = min(b.flow_items, len(val.prompts))
+        x0 = models.to_tensor(self.source_images(val, b.cfg)[:n])
+        sigmas = (torch.arange(b.flow_sigmas, dtype=torch.float32) + 0.5) / b.flow_sigmas
+        gen = torch.Generator().manual_seed(SEEDS["flow"])
+        noise = torch.randn((b.flow_sigmas, *x0.shape), generator=gen)
+        return x0, val.prompts[:n], sigmas, noise
+
+    @torch.no_grad()
+    def flow_losses(self, velocity, x0: Tensor, prompts: list[str], sigmas: Tensor, noise: Tensor) -> dict[str, list]:
+        """Mean squared flow error (velocity noise - x0) at each sigma, with the right caption and with the empty
+        one; ``velocity(x, sigma, caps)``."""
+        caps, empty = self.encoder(prompts), self.encoder([""] * len(prompts))
+        out: dict[str, list] = {"caption": [], "empty": []}
+        for sigma, eps in zip(sigmas.tolist(), noise, strict=True):
+            s = torch.full((len(x0),), sigma)
+            x = (1 - sigma) * x0 + sigma * eps
+            for name, c in (("caption", caps), ("empty", empty)):
+                out[name].append(float((velocity(x, s, c) - (eps - x0)).pow(2).mean()))
+        return out
+
+    def flow(self, run_name: str, step: int) -> dict[str, Any]:
+        steps, train_key = self.checkpoints(run_name)
+        key = stage_key("flow", self.b, self.start_file(run_name)[1] if step == 0 else train_key, self.world_key,
+                        extra=step)
 
         def make():
-            steps = checkpoints(str(folder / "run"))
-            images = {f"step_{step}": self._sample(self.run_model(run_name, path)) for step, path in steps}
-            return images, {"steps": [step for step, _ in steps]}
+            x0, prompts, sigmas, noise = self.flow_batch()
+            model = self.run_model(run_name, steps[step])
+            return {}, {"sigmas": sigmas.tolist(), **self.flow_losses(model, x0, prompts, sigmas, noise)}
 
-        sd, info = self.stages.get(f"eval_{run_name}", key, make)
-        curve = [{"step": 0, **start}]
-        curve += [{"step": step, **self._scored(f"{run_name} step {step}", sd[f"step_{step}"])}
-                  for step in info["steps"]]
-        self.report.setdefault("runs", {})[run_name] = {**train_info, "curve": curve,
-                                                        "export": str(folder / "run" / f"{run_name}.safetensors")}
-        self.run_images = getattr(self, "run_images", {})
-        self.run_images[run_name] = sd[f"step_{info['steps'][-1]}"]
+        return self.stages.get(f"flow_{run_name}", key, make, group="flow")[1]
+
+    def source_flow(self) -> None:
+        """The source's flow loss per sigma in its latent space (the same images, encoded), for its text gain."""
+        key = stage_key("flow", self.b, self.source_key, self.world_key)
+
+        def make():
+            x0, prompts, sigmas, noise = self.flow_batch()
+            z0 = models.encode(self.vae_model, x0)
+            zn = torch.randn((len(sigmas), *z0.shape), generator=torch.Generator().manual_seed(SEEDS["flow"]))
+            losses = self.flow_losses(lambda z, s, c: models.source_velocity(self.source_model, z, s, c), z0, prompts,
+                                      sigmas, zn)
+            return {}, {"sigmas": sigmas.tolist(), **losses}
+
+        self.report["source_eval"]["flow"] = self.stages.get("flow_source", key, make, group="flow")[1]
 
     # ------------------------------------------------------------------------------------------- all
     def run_all(self) -> dict[str, Any]:
@@ -421,9 +553,15 @@ class Pipeline:
         self.files()
         self.convert()
         self.data_syn()
-        self.data_real()
-        for name in self.b.runs:
+        self.distill()
+        self.source_flow()
+        runs = [r for r in self.b.runs if not RUNS[r].scratch or RUNS[r].lr]
+        for name in runs:
             self.evaluate_run(name)
+        if any(RUNS[r].scratch and not RUNS[r].lr for r in self.b.runs):
+            self.choose_scratch_lr()
+            for name in (r for r in self.b.runs if RUNS[r].scratch and not RUNS[r].lr):
+                self.evaluate_run(name)
         self.report["seconds"] = self.stages.seconds
         self.report["cached"] = self.stages.cached
         return self.report
