@@ -66,6 +66,8 @@ def test_smoke_pipeline_runs_every_stage(smoke):
     for heading in ("Design and pass criteria (stated before the run)", "## Verdicts", "## Test split",
                     "## Validation curves", "## Is the trunk used?", "## Stage timings"):
         assert heading in text, heading
+    grid = Image.open(smoke / "results" / "grid.png")
+    assert grid.width > (3 + len(SMOKE.runs)) * SMOKE.size  # ground truth, VAE, source and every run
 
 
 def test_synthetic_dataset_conditioning_is_the_text_encoder_output(smoke):

@@ -207,6 +207,41 @@ def flow_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+SHORT = {"published": "published", "aligned": "aligned s0", "aligned_s1": "aligned s1",
+         "aligned_frozen": "aligned, frozen", "scratch_s1": "scratch s1"}
+
+
+def grid(pipeline, out: Path, rows: int = 6, scale: int = 2) -> Path:
+    """Rows: the first test prompts (one per task); columns: ground truth, VAE, source, each run (test images)."""
+    from PIL import Image, ImageDraw
+
+    test = pipeline.splits["test"]
+    columns = [("ground truth", test.gt), ("VAE recon.", pipeline.vae_recon),
+               ("source (latent)", pipeline.source_test_images)]
+    columns += [(SHORT.get(k, k.replace("scratch_lr", "scratch ")), v)
+                for k, v in getattr(pipeline, "test_images", {}).items()]
+    side = pipeline.b.size * scale
+    label_h, pad, prompt_w = 28, 4, 330
+    canvas = Image.new("RGB", (prompt_w + len(columns) * (side + pad), label_h + rows * (side + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, (name, _) in enumerate(columns):
+        draw.text((prompt_w + c * (side + pad) + 2, 8), name, fill=(0, 0, 0))
+    for r in range(min(rows, len(test.prompts))):
+        y = label_h + r * (side + pad)
+        words, lines, line = test.prompts[r].split(), [], ""
+        for w in words:
+            if len(line) + len(w) > 46:
+                lines.append(line)
+                line = ""
+            line = f"{line} {w}".strip()
+        draw.multiline_text((4, y + 8), "\n".join([*lines, line]), fill=(0, 0, 0))
+        for c, (_, images) in enumerate(columns):
+            tile = Image.fromarray(np.asarray(images[r])).resize((side, side), Image.NEAREST)
+            canvas.paste(tile, (prompt_w + c * (side + pad), y))
+    canvas.save(out)
+    return out
+
+
 def plots(report: dict[str, Any], folder: Path) -> dict[str, str]:
     from training.plots import line_chart
 
@@ -256,9 +291,9 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
               "energy: the share of luminance energy above 1/4 cycles/pixel relative to the truth (above 1 = grain).",
               "", "## Validation curves (colour level at CFG "
               f"{b['cfg']:g}, by compute in training steps)", "", *curve_table(report), ""]
-    if "curves" in images:
-        lines += [f"![curves]({Path(images['curves']).relative_to(RESULTS_MD.parent).as_posix()})"
-                  if Path(images["curves"]).is_relative_to(RESULTS_MD.parent) else "", ""]
+    for name in ("curves", "grid"):
+        if name in images and Path(images[name]).is_relative_to(RESULTS_MD.parent):
+            lines += [f"![{name}]({Path(images[name]).relative_to(RESULTS_MD.parent).as_posix()})", ""]
     lines += ["## Is the trunk used?", "", *flow_table(report), ""]
     lines += ["## Models and runs", "",
               f"- Source: Z-Image DiT (diffusers `ZImageTransformer2DModel`), dim {b['dim']}, {b['layers']} blocks, "
@@ -284,6 +319,7 @@ def write_report(pipeline, report: dict[str, Any], smoke: bool = False) -> Path:
     folder = pipeline.dir / "results" if smoke else RESULTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     images = plots(report, folder)
+    images["grid"] = str(grid(pipeline, folder / "grid.png"))
     out = folder / "RESULTS.md" if smoke else RESULTS_MD
     report["verdicts"] = verdicts(report)
     out.write_text(markdown(pipeline, report, images), encoding="utf-8")
