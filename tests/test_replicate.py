@@ -151,3 +151,35 @@ def test_demo_nodes_refuse_wrong_files_in_one_line(comfy_server):
         message = result.error_message or ""
         assert needle in message and "\n" not in message.strip(), message
     assert comfy_server.running
+
+
+def _scores(hit_rate: float, n: int = 120, seed: int = 0) -> dict:
+    from shapes_world.scene import TASKS
+
+    rng = np.random.default_rng(seed)
+    hits = (rng.random(n) < hit_rate).tolist()
+    return {"hits": {"colour_level": hits, "geneval": hits}, "tasks": [TASKS[i % len(TASKS)] for i in range(n)]}
+
+
+def _report(aligned: float, scratch: float, source: float = 0.5) -> dict:
+    runs = {}
+    for name, rate, start in (("aligned", aligned, 4), ("aligned_s1", aligned, 4), ("scratch_lr0.001", scratch, 0),
+                              ("scratch_s1", scratch, 0)):
+        curve = [{"compute": c, **_scores(rate, seed=c + len(runs))} for c in (start, 8, 12)]
+        runs[name] = {"test": _scores(rate, seed=len(runs)), "curve": curve}
+    return {"source_eval": {"test": _scores(source, seed=9)}, "runs": runs,
+            "scratch_lr": {"run": "scratch_lr0.001"}}
+
+
+def test_verdicts_follow_the_pre_stated_criteria():
+    """Retention needs >= 0.9 with its lower bound >= 0.8; above scratch needs two matched points whose interval is
+    above 0; equal models are "no difference", not a pass."""
+    from bench.replicate.report import verdicts
+
+    good = verdicts(_report(aligned=0.6, scratch=0.1))
+    assert good["retention"]["pass"] and good["retention"]["value"][1] >= 0.8
+    assert good["above_scratch"]["pass"] and sorted(good["above_scratch"]["above"]) == [8, 12]  # 4: scratch has none
+    same = verdicts(_report(aligned=0.3, scratch=0.3))
+    assert not same["retention"]["pass"] and not same["above_scratch"]["pass"]
+    low, high = same["test_difference"][1:]
+    assert low < 0 < high
