@@ -45,6 +45,7 @@ class Run:
     lr: float
     lr_new: float = 0.0
     seed: int = 0
+    twin: str = ""  # a seed-1 run: the run whose CFG (chosen on validation) it takes; "scratch": the chosen rate's
 
     @property
     def scratch(self) -> bool:
@@ -57,11 +58,11 @@ RUNS = {
     "published": Run("convert", "paper", lr=1e-3),
     # the aligned conversion, then the paper's set with separate rates for the new and the pretrained weights
     "aligned": Run("distill", "paper", lr=1e-4, lr_new=1e-3),
-    "aligned_s1": Run("distill", "paper", lr=1e-4, lr_new=1e-3, seed=1),
+    "aligned_s1": Run("distill", "paper", lr=1e-4, lr_new=1e-3, seed=1, twin="aligned"),
     # the aligned conversion with the whole trunk frozen: only the pixel embedder and the head train
     "aligned_frozen": Run("distill", "custom:", lr=1e-4, lr_new=1e-3),
     **{f"scratch_lr{lr:g}": Run("scratch", "official", lr=lr) for lr in SCRATCH_LRS},
-    "scratch_s1": Run("scratch", "official", lr=0.0, seed=1),
+    "scratch_s1": Run("scratch", "official", lr=0.0, seed=1, twin="scratch"),
 }
 MAIN_PAIR = (("aligned", "aligned_s1"), ("scratch", "scratch_s1"))  # "scratch": the validation-chosen rate's run
 

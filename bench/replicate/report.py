@@ -41,9 +41,11 @@ DESIGN = f"""## Design and pass criteria (stated before the run)
   one training image (a distill step costs less than a training step, so this favours scratch). Curves are read
   at equal compute: an aligned run's step s is compute s + {{extra}}.
 - **Splits.** Validation ({{val}} prompts, {{val_task}} per task) for every choice: the checkpoint (best colour
-  level at CFG {{cfg}}, ties to the later step), then the CFG among {{cfgs}} (ties to {{cfg}}), the scratch rate,
-  and the shipped demo model. Test ({{test}} prompts, {{test_task}} per task, other seeds) for every reported
-  score, sampled once per model at its chosen checkpoint and CFG; the source's CFG is chosen the same way.
+  level at CFG {{cfg}}, ties to the later step); then the CFG among {{cfgs}} (ties to {{cfg}}) for the source and
+  each seed-0 run, which its seed-1 twin takes; the scratch rate (each candidate at its chosen checkpoint, CFG
+  {{cfg}}; the other candidate stays at CFG {{cfg}}); and the shipped demo model. Test ({{test}} prompts,
+  {{test_task}} per task, other seeds) for every reported score, sampled once per model at its chosen checkpoint
+  and CFG.
 - **Metric.** The primary score is colour-level GenEval (right colours, counts, positions and colour binding,
   any outline): at this size the source's strict GenEval is near the floor, so its ratios are noise. Strict
   GenEval is reported beside it.

@@ -458,40 +458,59 @@ class Pipeline:
             self.run_model(run_name, steps[step]), self.encoder, split.prompts, split.seeds, self.b, cfg=cfg),
             f"eval_{owner}")
 
-    def evaluate_run(self, run_name: str) -> None:
-        """Validation at every checkpoint (the curve), the checkpoint and then the CFG chosen on validation, the
-        test split once at that choice, and the flow loss per sigma with and without the caption."""
+    def val_curve(self, run_name: str) -> tuple[dict[int, dict[str, Any]], int]:
+        """Validation at every checkpoint at the budget's CFG, and the checkpoint chosen on it."""
+        val = self.splits["val"]
+        steps, _ = self.checkpoints(run_name)
+        curve = {step: self._scored(f"{run_name} step {step}", self.run_images(run_name, step, val, self.b.cfg), val)
+                 for step in steps}
+        return curve, choose(curve, max(steps))
+
+    def evaluate_run(self, run_name: str, cfg: float | None = None) -> None:
+        """The validation curve and the chosen checkpoint; then the CFG chosen on validation there (or ``cfg``,
+        chosen on the run's seed-0 twin); the test split once at that choice; the flow loss per sigma with and
+        without the caption."""
         b, run = self.b, RUNS[run_name]
         val, test = self.splits["val"], self.splits["test"]
-        steps, _ = self.checkpoints(run_name)
-        extra = 0 if run.scratch or run.start == "convert" else b.scratch_extra_steps
-        curve = {step: self._scored(f"{run_name} step {step}", self.run_images(run_name, step, val, b.cfg), val)
-                 for step in steps}
-        step = choose(curve, max(steps))
+        curve, step = self.val_curve(run_name)
+        choices = b.cfg_choices if cfg is None else (cfg,)
         by_cfg = {c: curve[step] if c == b.cfg else self._scored(f"{run_name} step {step} CFG {c:g}",
                                                                   self.run_images(run_name, step, val, c), val)
-                  for c in b.cfg_choices}
+                  for c in choices}
         cfg = choose(by_cfg, b.cfg)
         images = self.run_images(run_name, step, test, cfg)
         _, train_info, _ = self.train(run_name)
+        extra = b.scratch_extra_steps if run.start == "distill" else 0
         self.report.setdefault("runs", {})[run_name] = {
             **train_info, "curve": [{"step": s, "compute": s + extra, **v} for s, v in curve.items()],
-            "chosen": {"step": step, "cfg": cfg, "val": by_cfg[cfg]},
+            "chosen": {"step": step, "cfg": cfg, "val": by_cfg[cfg], "cfg_searched": len(choices) > 1},
             "test": self._scored(f"{run_name} test (step {step}, CFG {cfg:g})", images, test),
             "flow": self.flow(run_name, step), "start_compute": extra}
         self.test_images = getattr(self, "test_images", {})
         self.test_images[run_name] = images
 
-    def choose_scratch_lr(self) -> None:
-        """The scratch rate: the better of the candidates' seed-0 runs on validation (at their chosen checkpoint
-        and CFG)."""
+    def twin_cfg(self, run_name: str) -> float | None:
+        """A seed-1 run takes the CFG chosen for its seed-0 twin (None: search, when the twin is not run)."""
+        twin = RUNS[run_name].twin
+        if twin == "scratch":
+            twin = self.report.get("scratch_lr", {}).get("run", "")
+        done = self.report.get("runs", {}).get(twin)
+        return done["chosen"]["cfg"] if done else None
+
+    def scratch(self) -> None:
+        """The scratch rate chosen on validation (each candidate's seed-0 run at its chosen checkpoint, at the
+        budget's CFG); the chosen run gets the CFG search, the other keeps the budget's CFG; then seed 1."""
         runs = {lr: f"scratch_lr{lr:g}" for lr in SCRATCH_LRS}
-        for name in runs.values():
-            if name not in self.report.get("runs", {}):
-                self.evaluate_run(name)
-        scored = {lr: self.report["runs"][name]["chosen"]["val"] for lr, name in runs.items()}
-        self.scratch_lr = choose(scored, SCRATCH_LRS[0])
+        chosen_val = {}
+        for lr, name in runs.items():
+            curve, step = self.val_curve(name)
+            chosen_val[lr] = curve[step]
+        self.scratch_lr = choose(chosen_val, SCRATCH_LRS[0])
         self.report["scratch_lr"] = {"chosen": self.scratch_lr, "run": runs[self.scratch_lr]}
+        for lr, name in runs.items():
+            self.evaluate_run(name, None if lr == self.scratch_lr else self.b.cfg)
+        for name in (r for r in self.b.runs if RUNS[r].scratch and not RUNS[r].lr):
+            self.evaluate_run(name, self.twin_cfg(name))
 
     # ------------------------------------------------------------------------------------------- flow loss
     def flow_batch(self) -> tuple[Tensor, list[str], Tensor, Tensor]:
@@ -555,13 +574,10 @@ class Pipeline:
         self.data_syn()
         self.distill()
         self.source_flow()
-        runs = [r for r in self.b.runs if not RUNS[r].scratch or RUNS[r].lr]
-        for name in runs:
-            self.evaluate_run(name)
-        if any(RUNS[r].scratch and not RUNS[r].lr for r in self.b.runs):
-            self.choose_scratch_lr()
-            for name in (r for r in self.b.runs if RUNS[r].scratch and not RUNS[r].lr):
-                self.evaluate_run(name)
+        for name in (r for r in self.b.runs if not RUNS[r].scratch):
+            self.evaluate_run(name, self.twin_cfg(name))
+        if any(RUNS[r].scratch for r in self.b.runs):
+            self.scratch()
         self.report["seconds"] = self.stages.seconds
         self.report["cached"] = self.stages.cached
         return self.report
