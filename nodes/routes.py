@@ -26,7 +26,8 @@ parameters are refused. Answers are strict JSON (no NaN or infinity), never HTTP
 * 503 ``{"ok": false, "message": ...}``: too many hints in flight, one took over ``TIMEOUT_S``, or it failed.
 
 After the checks the work is bounded (the size plan, the shift, the head memory, and the auto tile: at most
-2 sqrt(MAX_RESOLUTION / 16) head forwards traced on the meta device, about 0.1 s each and cached) but not free:
+2 sqrt(MAX_RESOLUTION / 16) head forwards traced on the meta device, 0.1 s each at 1K and more for larger
+regions since the strip forward's op count grows with the height; cached) but not free:
 it runs, with the checkpoint listing and its header read (cached per file and modification time), on a
 two-thread pool off the event loop, with a timeout and at most ``MAX_IN_FLIGHT`` requests queued.
 """
@@ -50,7 +51,9 @@ from .comfy_core import model_management
 from .files import checkpoint_names, checkpoint_path
 
 MAX_SIDE = comfy_nodes.MAX_RESOLUTION  # L2PEmptyImage's width / height maximum (nodes/sampling.py)
-TIMEOUT_S = 5.0
+# The largest valid hint (16384² at the largest batch, nothing fits untiled) traces the head's forward for about
+# 60 candidate tiles on the meta device: 4.8-5.0 s on a slow 2-core CPU, once per size (cached after). 3x that.
+TIMEOUT_S = 15.0
 MAX_IN_FLIGHT = 8
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="l2p-hints")
 _pending: set[concurrent.futures.Future] = set()
