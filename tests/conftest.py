@@ -37,6 +37,7 @@ def comfy_server() -> Iterator[ComfyServer]:
     try:
         server.start()
         _DISK.server_base = server.base_dir
+        _DISK.server_own = _server_paths()  # the server's own folders (models/<folder>/): never a module's to remove
         yield server
     finally:
         _DISK.server_base = None
@@ -60,6 +61,7 @@ def comfy_models(comfy_server: ComfyServer) -> pathlib.Path:
 
 class _DiskWatch:
     server_base: pathlib.Path | None = None
+    server_own: set[pathlib.Path] = set()
     peak: tuple[int, str] = (0, "")
 
 
@@ -115,7 +117,8 @@ def _module_disk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if request.session.testsfailed == failed_before:
         # Files and the folders they came in (deepest first): a folder left empty would read as "already
         # installed" to the next module's fixture (a diffusers folder without its files).
-        for path in sorted(_server_paths() - before, key=lambda p: len(p.parts), reverse=True):
+        # A module that started the shared server saw none of its folders before: those are the server's own.
+        for path in sorted(_server_paths() - before - _DISK.server_own, key=lambda p: len(p.parts), reverse=True):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
