@@ -33,7 +33,7 @@ from l2p.format.tensor_io import save_safetensors_atomic
 from shapes_world import detail_ratio, evaluate, make_scenes, prompt_for, stripe_contrast, validate
 from shapes_world.render import render_many
 from shapes_world.scene import TASKS, sample_scene
-from shapes_world.score import check
+from shapes_world.score import check, summarize
 from training.contract import TrainConfig, parse_event, to_toml
 
 from . import models
@@ -136,7 +136,6 @@ class Pipeline:
         self.stages = Stages(self.cache)
         self.fresh = fresh
         self.report: dict[str, Any] = {"budget": budget_dict(budget)}
-        self.start_scores: dict[str, dict[str, Any]] = {}
         self.scratch_lr: float | None = None
         self._samples: dict[str, Tensor] = {}  # each stage fetched once, so its seconds are counted once
         self._trained: dict[str, tuple[Path, dict[str, Any], str]] = {}
@@ -165,8 +164,10 @@ class Pipeline:
         arr = images.numpy()
         hits = {m: [bool(check(im, spec, m == "geneval").correct) for im, spec in zip(arr, split.specs, strict=True)]
                 for m in ("geneval", "colour_level")}
-        return {"geneval": evaluate(arr, split.specs), "colour_level": evaluate(arr, split.specs, match_shape=False),
-                "hits": hits, "tasks": split.tasks, "detail": detail_ratio(arr, split.gt.numpy()),
+        # each image judged once per metric; the summaries are derived from the same hits
+        return {"geneval": summarize(hits["geneval"], split.tasks),
+                "colour_level": summarize(hits["colour_level"], split.tasks), "hits": hits, "tasks": split.tasks,
+                "detail": detail_ratio(arr, split.gt.numpy()),
                 "stripes": self.stripes(arr, split)}
 
     @staticmethod
