@@ -4,6 +4,7 @@
     python -m bench.replicate --smoke    # every stage at toy budgets (the test suite runs this), no report file
     python -m bench.replicate --fresh    # ignore the cache
     python -m bench.replicate --ship     # also copy the best L2P model and the text encoder to shapes_world/models
+    python -m bench.replicate --runs aligned --no-report   # one part of the design: its stages, cached, no report
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ship", action="store_true", help="copy the best model + text encoder to shapes_world/models")
     ap.add_argument("--cache", default=str(CACHE), help="cache folder (default: %(default)s)")
     ap.add_argument("--runs", help="comma-separated subset of the training runs (default: all)")
+    ap.add_argument("--no-report", action="store_true",
+                    help="run and cache the stages only (the design in parts, across sessions); write no report")
     args = ap.parse_args(argv)
     from pathlib import Path
 
@@ -39,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline(budget, Path(args.cache), fresh=args.fresh)
     report = pipeline.run_all()
     report["total_seconds"] = time.perf_counter() - start
+    if args.no_report:
+        print(json.dumps({k: report[k] for k in ("seconds", "cached", "total_seconds")}, indent=1))
+        return 0
     out = write_report(pipeline, report, smoke=args.smoke)
     print(json.dumps({k: report[k] for k in ("seconds", "cached", "total_seconds")}, indent=1))
     print(f"wrote {out}")
