@@ -143,6 +143,9 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
         out["above_scratch"] = {"points": points, "above": above, "pass": len(above) >= CHECKPOINTS_MIN}
         out["test_difference"] = bootstrap(_diff, [group_hits(report, groups["aligned"], "test"),
                                                    group_hits(report, groups["scratch"], "test")], tasks)
+    out["seed_spread"] = {arm: bootstrap(_diff, [group_hits(report, names[1:], "test"),
+                                                 group_hits(report, names[:1], "test")], tasks)
+                          for arm, names in groups.items() if len(names) == 2}
     return out
 
 
@@ -287,6 +290,14 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
         lines.append(f"- On the test split at each run's chosen checkpoint, aligned − scratch (two-seed means): "
                      f"{fmt(v['test_difference'])}"
                      + (" (no difference)" if v["test_difference"][1] <= 0 <= v["test_difference"][2] else "") + ".")
+    if v.get("seed_spread"):
+        spread = v["seed_spread"]
+        lines.append("- **Seed spread** (seed 1 − seed 0 of the same arm, colour level, test): "
+                     + "; ".join(f"{arm} {fmt(d)}" for arm, d in spread.items()) + ". The intervals above resample "
+                     "prompts, not training seeds"
+                     + (": the two seeds of one arm differ by more than the arms do, so every two-seed verdict here "
+                        "is fragile." if "test_difference" in v and max(abs(d[0]) for d in spread.values())
+                        > abs(v["test_difference"][0]) else "."))
     lines += ["", "## Test split", "", *scores_table(report), "",
               "Retention: the model's colour level ÷ the source's on the same prompts and seeds (paired). Per task: "
               "colour level. Stripes: depth of the 1-px stripes relative to the ground truth (1 = as crisp). HF "
@@ -313,7 +324,9 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
     lines += [f"| {k} | {s:.0f} |" for k, s in secs.items()]
     lines += [f"| **all stages (a rerun from an empty cache)** | **{sum(secs.values()):.0f}** "
               f"({sum(secs.values()) / 60:.0f} min) |", "",
-              f"Wall time of this invocation: {report['total_seconds']:.0f} s.", ""]
+              f"Wall time of this invocation: {report['total_seconds']:.0f} s. A cached stage keeps the seconds it "
+              "took when it ran, on whichever machine and in whichever session that was (`--runs … --no-report` "
+              "runs the design in parts).", ""]
     return "\n".join(lines)
 
 
