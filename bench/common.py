@@ -20,18 +20,22 @@ Tensor = torch.Tensor
 class Cache:
     """``<name>.safetensors`` per stage: tensors plus ``bench.key`` and ``bench.info`` (JSON) metadata."""
 
-    def __init__(self, folder: Path, fresh: bool):
-        self.folder, self.fresh = folder, fresh
+    def __init__(self, folder: Path, fresh: bool, shared: tuple[Path, ...] = ()):
+        """``shared``: other folders whose entries are read (never written) when the key matches."""
+        self.folder, self.fresh, self.shared = folder, fresh, shared
 
     def load(self, name: str, key: str) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-        path = self.folder / f"{name}.safetensors"
-        if self.fresh or not path.is_file():
+        if self.fresh:
             return None
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("bench.key") != key:
-            return None
-        return safetensors.torch.load_file(str(path)), json.loads(meta["bench.info"])
+        for folder in (self.folder, *self.shared):
+            path = folder / f"{name}.safetensors"
+            if not path.is_file():
+                continue
+            with safetensors.safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("bench.key") == key:
+                return safetensors.torch.load_file(str(path)), json.loads(meta["bench.info"])
+        return None
 
     def save(self, name: str, key: str, sd: dict[str, Tensor], info: dict[str, Any]) -> None:
         save_safetensors_atomic(sd, str(self.folder / f"{name}.safetensors"),

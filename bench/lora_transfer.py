@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from bench.common import paired_bootstrap, wilson
 from bench.replicate import models
-from bench.replicate.config import CACHE, FULL, PIXEL_PATCH, RESULTS_DIR, RUNS, SMOKE, Budget, stage_key
+from bench.replicate.config import CACHE, FULL, RESULTS_DIR, RUNS, SMOKE, Budget, stage_key
 from bench.replicate.stages import Pipeline
 from shapes_world import make_scenes, prompt_for
 from shapes_world.render import render_many
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = official_names(l2p)
     l2p_sd = {names[n]: v.detach() for n, v in l2p.named_parameters()}
-    key_map = lora_key_map({k: v.shape for k, v in official_to_comfy(l2p_sd).items()}, PIXEL_PATCH)
+    key_map = lora_key_map({k: v.shape for k, v in official_to_comfy(l2p_sd).items()}, FULL.pixel_patch)
     n_layers = len(p.source_model.layers)
     policy = RUNS[RUN].policy
     chosen = {keep: select(lora.keys(), key_map, policy, n_layers, keep) for keep in ("frozen", "all")}

@@ -28,9 +28,9 @@ from .arch import SourceArch, detect_arch
 from .distill import DISTILL_INIT, DistillConfig, DistillReport
 from .format.export import OWN, Export, export_metadata, layout_plan, plan_export
 from .format.keys import HEAD_PREFIX, L2PFormatError, has_head, strip_prefix, with_head_prefix
-from .format.layouts import COMFY, OFFICIAL, detect_layout, infer_patch_size, source_config
+from .format.layouts import COMFY, OFFICIAL, detect_layout, infer_patch_size, source_arch, source_config
 from .format.tensor_io import DictSource, PlannedTensor, TensorSource, open_source, tensors_hash
-from .head import HEAD_VARIANTS, build_head, detect_head_variant, head_width_div
+from .head import HEAD_VARIANTS, build_head, detect_head_variant, head_for_patch, head_width_div
 from .init_fit import FIT_INITS, clean_share, fit_pixel_embedder
 from .policies import report
 
@@ -209,12 +209,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _convert(source: TensorSource, args: argparse.Namespace, source_name: dict[str, str]) -> tuple[Export, dict]:
     """A latent source -> an L2P model (``plan_conversion``), with the source's file name in the metadata."""
-    known = {v.cls.patch_size: name for name, v in HEAD_VARIANTS.items()}
-    head = args.head or known.get(args.patch, "1k")  # other patches: the 1K head (features resized)
+    head = args.head or head_for_patch(args.patch)
     patch = args.patch or HEAD_VARIANTS[head].cls.patch_size
     init = args.init or "official"
     width_div = 1 if args.head_width_div is None else args.head_width_div
-    fit_pairs, arch = None, detect_arch(source.meta.keys())
+    fit_pairs, arch = None, source_arch(source.meta)
     if init != "official":
         vae_path = args.vae or os.path.join(args.source, "vae")
         if not os.path.exists(vae_path):

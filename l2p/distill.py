@@ -320,14 +320,13 @@ def distilled_conversion(source, encode: Callable[[Tensor], Tensor], batches: It
     """A latent ``source`` (a ``TensorSource``) converted with the ``vae_orth`` embedder, then distilled: the
     official-layout tensors (the source's dtype), their ``l2p.*`` metadata (``init`` distill, ``distill`` the
     report as JSON) and the report. The whole model is in memory in float32 on ``device``."""
-    from .arch import detect_arch
     from .convert import plan_conversion
     from .format.keys import strip_prefix
-    from .format.layouts import OFFICIAL, infer_config
+    from .format.layouts import OFFICIAL, infer_config, source_arch
     from .init_fit import fit_linear_encoder
     from .policies import trainable_names
 
-    arch = detect_arch(source.meta.keys())
+    arch = source_arch(source.meta)  # its own latent patch: one pixel patch per latent token
     if not arch.official_layout:
         raise ValueError(f"init distill runs on Z-Image sources (the trainer's model), not {arch.label}: convert "
                          "it with init official or vae_orth")

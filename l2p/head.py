@@ -13,11 +13,15 @@ The raw output approximates ``x0 - noise``. The variants differ in their stages 
 =====  =====  ========================================================  ==============================
 head   patch  stages (enc / up / dec)                                   bottleneck (D = feature dim)
 =====  =====  ========================================================  ==============================
+0.5k   8      enc1..enc3 3->64->128->256 (no enc4; up3 512->256)        (256+D)->512 at H/8
 1k     16     enc1..enc4 3->64->128->256->512                           (512+D)->512 at H/16
 4k     64     enc0 3->16, enc0b ->32, enc1 ->64 .. enc4 ->512           (512+D)->512 at H/64
 8k     128    enc_8k 3->3, then the 4k stages                           (512+D)->512 at H/128
 10k    160    enc_10k_a 3->3, enc0 .. enc3 ->256 (no enc4; up3 512->256)  (256+D)->512 at H/64
 =====  =====  ========================================================  ==============================
+
+0.5k is the pack's own, not a released head: the 1k head without its innermost level (as 10k is the 4k head without
+enc4), for DiTs with 8-pixel patches (the replication's 8x8-token world); the token grid enters exactly.
 
 Feature injection: the 1k head nearest-interpolates the feature map if its shape differs from the bottleneck;
 4k and 8k concatenate it as is (it must be the H/p x W/p token grid); 10k has its bottleneck at H/64 but its
@@ -81,6 +85,7 @@ def _stages(suffixes: Iterable[str], enc_out: Iterable[int], up_out: Iterable[in
 
 
 _STAGES_1K = _stages(["1", "2", "3", "4"], [64, 128, 256, 512], [64, 128, 256, 512], [64, 64, 128, 256])
+_STAGES_05K = _STAGES_1K[:-1]  # up3 takes the bottleneck's 512 channels down to 256
 _STAGES_4K = _stages(["0", "0b", "1", "2", "3", "4"], [16, 32, 64, 128, 256, 512], [16, 32, 64, 128, 256, 512],
                      [16, 16, 32, 64, 128, 256])
 _STAGE_8K = Stage("enc_8k", "up_8k", "dec_8k", 3, 16, 16)
@@ -266,6 +271,19 @@ class DetailerHead1K(DetailerHead):
     feature_injection = "interpolate_if_differs"
 
 
+class DetailerHead05K(DetailerHead):
+    """The pack's 0.5K head (patch 8; not released): the 1K head's outer three levels, bottleneck at H/8 = the
+    token grid, so an 8-pixel-patch DiT's tokens are decoded at their own resolution."""
+
+    variant = "0.5k"
+    STAGES = _STAGES_05K
+    levels = 3
+    patch_size = 8
+    multiple = 8
+    receptive_radius = 28  # tests/test_heads.py: interval propagation and gradient support
+    feature_injection = "exact"
+
+
 class DetailerHead4K(DetailerHead):
     """The 4K head (patch 64): 6 levels 3->16->32->64->128->256->512, bottleneck at H/64 = the token grid."""
 
@@ -316,7 +334,7 @@ class HeadVariant:
 
 HEAD_VARIANTS: dict[str, HeadVariant] = {v.name: v for v in (
     HeadVariant("10k", DetailerHead10K), HeadVariant("8k", DetailerHead8K), HeadVariant("4k", DetailerHead4K),
-    HeadVariant("1k", DetailerHead1K))}
+    HeadVariant("1k", DetailerHead1K), HeadVariant("0.5k", DetailerHead05K))}
 
 
 def detect_head_variant(keys: Iterable[str]) -> str:
@@ -354,6 +372,12 @@ def head_width_div(keys_to_shapes) -> int:
 def head_multiple(variant: str) -> int:
     """Image sides must be multiples of this: 2 ** pooling levels (10k: lcm(160, 64) = 320)."""
     return HEAD_VARIANTS[variant].cls.multiple
+
+
+def head_for_patch(patch_size: int) -> str:
+    """The head a conversion at this pixel patch gets: the variant made for it (8 -> "0.5k", 16 -> "1k", ...),
+    else the 1K head, which resizes the token map to its bottleneck."""
+    return next((v.name for v in HEAD_VARIANTS.values() if v.cls.patch_size == patch_size), "1k")
 
 
 def variant_for_patch(patch_size: int) -> str:

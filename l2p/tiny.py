@@ -88,8 +88,9 @@ def official_trunk(dim: int, n_layers: int, n_refiner_layers: int, n_heads: int,
 
 
 def tiny_latent_zimage(seed: int = 0, **overrides) -> dict[str, torch.Tensor]:
-    """A latent Z-Image DiT (patch 2 over 16 latent channels, final layer included) in diffusers' names."""
-    cfg = {**TINY_L2P, **overrides, "patch_size": ZIMAGE.latent_patch}
+    """A latent Z-Image DiT (patch 2 over 16 latent channels unless ``patch_size`` overrides it, final layer
+    included) in diffusers' names."""
+    cfg = {**TINY_L2P, "patch_size": ZIMAGE.latent_patch, **overrides}
     trunk = zimage_trunk(in_channels=ZIMAGE.latent_channels, seed=seed, **cfg)
     return {k: v.contiguous() for k, v in trunk.state_dict().items()}
 

@@ -13,8 +13,9 @@ from ..l2p.convert import INITS, distill_summary, plan_conversion
 from ..l2p.distill import DISTILL_INIT, DistillConfig, distilled_conversion, tensor_batches
 from ..l2p.format.export import OWN, plan_export
 from ..l2p.format.keys import L2PFormatError
-from ..l2p.format.layouts import COMFY, OFFICIAL
+from ..l2p.format.layouts import COMFY, OFFICIAL, source_arch
 from ..l2p.format.tensor_io import DictSource, open_source
+from ..l2p.head import head_for_patch
 from ..l2p.init_fit import fit_images, patch_pairs
 from ..l2p.policies import POLICIES
 from .comfy_core import (
@@ -90,7 +91,9 @@ class L2PConvert(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A latent source from L2P Source Model Loader or any stock loader."),
                 io.Int.Input("patch_size", default=16, min=8, max=256, step=8,
-                             tooltip="Pixel patch size: 16 for 1K (the DiT sees (W/16) x (H/16) tokens)."),
+                             tooltip="Pixel patch size: 16 for 1K (the DiT sees (W/16) x (H/16) tokens). A size with "
+                                     "a Detailer Head of its own (8, 16, 64, 128, 160) gets that head; others the 1K "
+                                     "head, its token map resized."),
                 io.Combo.Input("init", options=list(INITS), default="official",
                                tooltip="official: new embedder at default random init, as the authors did. "
                                        "vae_lsq / vae_orth: embedder fitted so a pixel patch embeds like its "
@@ -133,7 +136,7 @@ class L2PConvert(io.ComfyNode):
             raise ValueError(f"L2P Convert cannot convert a {type(base).__name__} model: supported sources are "
                              f"{supported_list()}")
         sd = patched_state_dict(model)
-        arch = detect_arch(sd.keys())
+        arch = source_arch(sd)  # with the source's own latent patch
         fit_pairs = None
         if init != "official":
             if vae is None:
@@ -145,7 +148,7 @@ class L2PConvert(io.ComfyNode):
                                                  distill_steps)
         else:
             conv = plan_conversion(DictSource(sd), patch_size=patch_size, init=init, seed=seed, layout=COMFY,
-                                   policy=policy, fit_pairs=fit_pairs)
+                                   policy=policy, fit_pairs=fit_pairs, head_variant=head_for_patch(patch_size))
             out_sd, metadata, summary = {p.name: p.make() for p in conv.plan}, conv.metadata, f"init {init}"
         dtype = base.get_dtype()
         # In memory, nothing for dynamic VRAM to reload from: a plain ModelPatcher.
@@ -178,7 +181,8 @@ def _distill(base, vae, images, sd: dict, fit_pairs, patch_size: int, seed: int,
     out, metadata, rep = distilled_conversion(
         DictSource(sd), _latent_encoder(base, vae), tensor_batches(pixels, DISTILL_SIZE, DISTILL_BATCH, cap_dim, seed,
                                                                     device),
-        fit_pairs, patch_size=patch_size, seed=seed, policy=policy, cfg=cfg, device=device, progress=progress)
+        fit_pairs, patch_size=patch_size, seed=seed, policy=policy, head_variant=head_for_patch(patch_size), cfg=cfg,
+        device=device, progress=progress)
     return out, metadata, distill_summary(rep)
 
 

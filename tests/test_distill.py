@@ -125,6 +125,30 @@ def test_distill_refuses_a_patch_that_is_not_one_latent_token(world):
         distilled_conversion(DictSource(world["source"]), world["encode"], iter(()), (None, None), patch_size=32)
 
 
+def test_a_latent_patch_1_source_distills_at_pixel_patch_8_with_the_0_5k_head():
+    """The 8x8-token world: a source with latent patch 1 reads as one; its latent token is 8 pixels, so distill
+    runs at patch 8 (16 is refused, naming 8) and the 0.5K head decodes the token grid at its own resolution."""
+    from l2p.head import head_for_patch
+
+    source = tiny_latent_zimage(seed=1, n_layers=4, patch_size=1)
+    vae = reference_vae((32, 32, 64, 64), latent_channels=16).train(False)
+    encode = latent_encoder(vae, 0.5, 0.1)
+    with pytest.raises(ValueError, match=r"one pixel patch per latent token \(patch 8 "):
+        distilled_conversion(DictSource(source), encode, iter(()), (None, None), patch_size=16)
+    pairs = patch_pairs(fit_images(8, SIZE, 0), encode, 8, 1, 8)
+    sd, meta, report = distilled_conversion(DictSource(source), encode, image_batches(None, SIZE, 2, CAP_DIM, 0),
+                                            pairs, patch_size=8, policy="paper", head_variant=head_for_patch(8),
+                                            head_width_div=WIDTH_DIV, cfg=STEPS)
+    cfg = infer_config(sd)
+    assert (cfg.patch_size, cfg.head_variant, meta["l2p.head_variant"]) == (8, "0.5k", "0.5k")
+    assert report.align_loss[1] < 0.8 * report.align_loss[0], report
+    model = pixel_dit_from_official(sd, cfg, "the distilled model").train(False)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        out = model(x, torch.tensor([0.5]), [torch.zeros(1, CAP_DIM)])
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
 def comfy_vae_file(path: str) -> tuple[torch.nn.Module, dict]:
     """ComfyUI's own AutoencoderKL (random weights) saved as a models/vae file; (it, its config)."""
     from harness.inprocess import import_comfy

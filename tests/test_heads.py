@@ -1,4 +1,4 @@
-"""The Detailer Heads (1k / 4k / 8k / 10k): official keys and shapes, detection, forward sizes and refusals,
+"""The Detailer Heads (0.5k / 1k / 4k / 8k / 10k): official keys and shapes, detection, forward sizes and refusals,
 receptive radius, exact tiling and the memory estimate.
 
 Facts checked against /work/shared/research/uhr-heads.md §2-§4 and l2p-technical.md §1.3. Runs with 2 CPU
@@ -40,7 +40,7 @@ from l2p.head_tiling import (
     tiled_memory_bytes,
 )
 
-VARIANTS = ("1k", "4k", "8k", "10k")
+VARIANTS = ("0.5k", "1k", "4k", "8k", "10k")
 D = 3840
 
 
@@ -59,11 +59,14 @@ def _table(rows: str) -> dict[str, tuple[int, ...]]:
     return out
 
 
-# Written out from uhr-heads.md §2 (4k/8k/10k) and l2p-technical.md §1.3 (1k), D = 3840.
+# Written out from uhr-heads.md §2 (4k/8k/10k) and l2p-technical.md §1.3 (1k), D = 3840; 0.5k (the pack's own, for
+# 8-pixel patches) is the 1k table without its innermost level.
 _4K_CORE = ("enc0 3 16; enc0b 16 32; enc1 32 64; enc2 64 128; enc3 128 256; enc4 256 512; bottleneck 4352 512; "
             "up4 512 512; dec4 1024 256; up3 256 256; dec3 512 128; up2 128 128; dec2 256 64; up1 64 64; "
             "dec1 128 32; up0b 32 32; dec0b 64 16; up0 16 16; dec0 32 16")
 OFFICIAL = {
+    "0.5k": _table("enc1 3 64; enc2 64 128; enc3 128 256; bottleneck 4096 512; up3 512 256; dec3 512 128; "
+                   "up2 128 128; dec2 256 64; up1 64 64; dec1 128 64; out_conv 64 3"),
     "1k": _table("enc1 3 64; enc2 64 128; enc3 128 256; enc4 256 512; bottleneck 4352 512; up4 512 512; "
                  "dec4 1024 256; up3 256 256; dec3 512 128; up2 128 128; dec2 256 64; up1 64 64; dec1 128 64; "
                  "out_conv 64 3"),
@@ -74,11 +77,11 @@ OFFICIAL = {
                   "dec1 128 32; up0b 32 32; dec0b 64 16; up0 16 16; dec0 32 16; up_10k_a 16 16; "
                   "dec_10k_a 19 16; out_conv 16 3"),
 }
-PARAMS = {"1k": 10_085_123, "4k": 10_095_299, "8k": 10_100_455, "10k": 4_659_687}
-PATCH = {"1k": 16, "4k": 64, "8k": 128, "10k": 160}
-MULTIPLE = {"1k": 16, "4k": 64, "8k": 128, "10k": 320}
-RADIUS = {"1k": 60, "4k": 252, "8k": 508, "10k": 252}  # 4k/8k/10k: uhr-heads.md §4; 1k: measured below
-HALO = {"1k": 64, "4k": 256, "8k": 512, "10k": 320}
+PARAMS = {"0.5k": 4_644_355, "1k": 10_085_123, "4k": 10_095_299, "8k": 10_100_455, "10k": 4_659_687}
+PATCH = {"0.5k": 8, "1k": 16, "4k": 64, "8k": 128, "10k": 160}
+MULTIPLE = {"0.5k": 8, "1k": 16, "4k": 64, "8k": 128, "10k": 320}
+RADIUS = {"0.5k": 28, "1k": 60, "4k": 252, "8k": 508, "10k": 252}  # 4k/8k/10k: uhr-heads.md §4; 1k: measured below
+HALO = {"0.5k": 32, "1k": 64, "4k": 256, "8k": 512, "10k": 320}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -160,7 +163,7 @@ def test_class_attributes_and_registry(variant):
 
 
 def test_variant_for_unknown_patch_names_the_supported_ones():
-    with pytest.raises(ValueError, match=r"patch size 32: supported patches are 16 \(1k\), 64 \(4k\), 128 \(8k\), "
+    with pytest.raises(ValueError, match=r"patch size 32: supported patches are 8 \(0.5k\), 16 \(1k\), 64 \(4k\), 128 \(8k\), "
                                          r"160 \(10k\)$"):
         variant_for_patch(32)
 
@@ -168,10 +171,10 @@ def test_variant_for_unknown_patch_names_the_supported_ones():
 # --------------------------------------------------------------------------------- forward, memory, refusals
 
 
-SMALLEST = {"1k": (32, 48), "4k": (128, 192), "8k": (128, 256), "10k": (320, 640)}
+SMALLEST = {"0.5k": (16, 24), "1k": (32, 48), "4k": (128, 192), "8k": (128, 256), "10k": (320, 640)}
 # Tall enough that sampling decodes the outer level(s) in row strips (l2p.head.STREAM_MIN_ROWS); 1k: its
 # second level, 264 rows, in 34-row strips and a shorter last one.
-STREAMED = {"1k": (528, 64), "4k": (512, 128), "8k": (512, 256), "10k": (640, 320)}
+STREAMED = {"0.5k": (528, 64), "1k": (528, 64), "4k": (512, 128), "8k": (512, 256), "10k": (640, 320)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -384,7 +387,7 @@ def test_tile_rounding_and_untiled_cases():
 
 def test_memory_estimates_scale_and_order():
     per_px = {v: round(peak_activation_channels(v), 1) for v in VARIANTS}  # at each head's native size
-    assert per_px == {"1k": 53.0, "4k": 14.1, "8k": 12.4, "10k": 12.4}  # whole levels: 275, 71, 54, 54
+    assert per_px == {"0.5k": 95.0, "1k": 53.0, "4k": 14.1, "8k": 12.4, "10k": 12.4}  # whole levels: 275, 71, 54, 54
     b = head_memory_bytes("4k", 4096, 4096, 1, 2)
     assert abs(head_memory_bytes("4k", 4096, 4096, 2, 2) - 2 * b) <= 1  # linear in batch and element size
     assert abs(head_memory_bytes("4k", 4096, 4096, 1, 4) - 2 * b) <= 1
@@ -392,7 +395,7 @@ def test_memory_estimates_scale_and_order():
     assert tiled_memory_bytes("4k", 4096, 4096, 1, 2, 0) == b
 
 
-NATIVE = {"1k": (1024, 1024), "4k": (4096, 4096), "8k": (8192, 8192), "10k": (10240, 10240)}
+NATIVE = {"0.5k": (512, 512), "1k": (1024, 1024), "4k": (4096, 4096), "8k": (8192, 8192), "10k": (10240, 10240)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -1,4 +1,4 @@
-"""The high-resolution variants through a real ComfyUI server: tiny 4K/8K/10K models (patch 64/128/160 and
+"""The head variants beyond 1K through a real ComfyUI server: tiny 0.5K/4K/8K/10K models (patch 8/64/128/160 and
 their heads) in both layouts sample at their native patch; the tiled head gives the untiled pixels; the
 4K workflow's auto shift and snapping run; off-grid sizes get one line naming valid sizes."""
 
@@ -18,7 +18,7 @@ from l2p.pixel_dit import official_state_dict
 from l2p.tiny import DEMO_TE_FILE, tiny_l2p, write_demo_models
 
 API = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
-VARIANTS = {"4k": (64, (192, 128)), "8k": (128, (256, 256)), "10k": (160, (320, 320))}  # patch, (w, h)
+VARIANTS = {"0.5k": (8, (64, 48)), "4k": (64, (192, 128)), "8k": (128, (256, 256)), "10k": (160, (320, 320))}  # patch, (w, h)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@
     python -m bench.replicate --fresh    # ignore the cache
     python -m bench.replicate --ship     # also copy the best L2P model and the text encoder to shapes_world/models
     python -m bench.replicate --runs aligned --no-report   # one part of the design: its stages, cached, no report
+    python -m bench.replicate --budget tokens8   # the design at 8x8 tokens: bench/results/replicate-tokens8/RESULTS.md
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import json
 import time
 from dataclasses import replace
 
-from .config import CACHE, FULL, SMOKE
+from .config import BUDGETS, CACHE, FULL, SMOKE
 from .stages import Pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.replicate", description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="toy budgets: every stage in about a minute")
+    ap.add_argument("--budget", choices=list(BUDGETS), default=FULL.name,
+                    help="full: 4x4 tokens (bench/RESULTS.md); tokens8: 8x8 tokens, its own cache and report")
     ap.add_argument("--fresh", action="store_true", help="rerun every stage (ignore the cache)")
     ap.add_argument("--ship", action="store_true", help="copy the best model + text encoder to shapes_world/models")
     ap.add_argument("--cache", default=str(CACHE), help="cache folder (default: %(default)s)")
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from .report import ship, write_report
 
     start = time.perf_counter()
-    budget = SMOKE if args.smoke else FULL
+    budget = SMOKE if args.smoke else BUDGETS[args.budget]
     if args.runs:
         unknown = set(args.runs.split(",")) - set(budget.runs)
         if unknown:

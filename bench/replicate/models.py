@@ -17,7 +17,7 @@ from l2p.schedule import sampling_sigmas
 from l2p.tiny import reference_vae, zimage_trunk
 from shapes_world.text_encoder import EncoderConfig, ShapesTextEncoder
 
-from .config import LATENT_CH, LATENT_PATCH, LATENT_SCALE, LATENT_SHIFT, Budget
+from .config import LATENT_CH, LATENT_SCALE, LATENT_SHIFT, Budget
 
 Tensor = torch.Tensor
 
@@ -104,7 +104,7 @@ def train_vae(pool: Tensor, steps: int, batch: int, lr: float, kl_weight: float,
 # --- latent source + text encoder -------------------------------------------------------------------------
 
 def new_source(budget: Budget) -> nn.Module:
-    return zimage_trunk(in_channels=LATENT_CH, patch_size=LATENT_PATCH, dim=budget.dim, n_layers=budget.layers,
+    return zimage_trunk(in_channels=LATENT_CH, patch_size=budget.latent_patch, dim=budget.dim, n_layers=budget.layers,
                         n_refiner_layers=1, n_heads=budget.heads, cap_feat_dim=budget.cap_dim)
 
 
@@ -114,7 +114,7 @@ def new_text_encoder(words: list[str], budget: Budget) -> ShapesTextEncoder:
 
 def source_velocity(source: nn.Module, z: Tensor, sigma: Tensor, caps: list[Tensor]) -> Tensor:
     """``noise - z0``: diffusers' Z-Image takes time 1 - sigma and predicts z0 - noise (official convention)."""
-    out = source(list(z.unsqueeze(2)), 1.0 - sigma, caps, patch_size=LATENT_PATCH, return_dict=False)[0]
+    out = source(list(z.unsqueeze(2)), 1.0 - sigma, caps, patch_size=source.all_patch_size[0], return_dict=False)[0]
     return -torch.stack(out).squeeze(2)
 
 

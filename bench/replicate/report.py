@@ -12,7 +12,7 @@ import torch
 
 from shapes_world.scene import TASKS
 
-from .config import MAIN_PAIR, RESULTS_DIR, RESULTS_MD, RUNS, SHIPPED
+from .config import HEAD_WIDTH_DIV, MAIN_PAIR, RESULTS_MD, RUNS, SHIPPED, results_paths
 
 LABELS = {
     "published": "L2P as published (released init, paper set, one rate)",
@@ -259,7 +259,8 @@ def plots(report: dict[str, Any], folder: Path) -> dict[str, str]:
                                  "compute (training steps; distill counted)", "colour level")}
 
 
-def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
+def markdown(pipeline, report: dict[str, Any], images: dict[str, str], home: Path = RESULTS_MD.parent) -> str:
+    """The report; ``home`` is the markdown file's folder (image links are relative to it)."""
     b = report["budget"]
     v = verdicts(report)
     src = report["source_eval"]
@@ -269,7 +270,9 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
                            extra=extra, val=b["val_prompts"], val_task=b["val_prompts"] // len(TASKS), cfg=b["cfg"],
                            cfgs=", ".join(f"{c:g}" for c in b["cfg_choices"]), test=b["test_prompts"],
                            test_task=b["test_prompts"] // len(TASKS), flow=b["flow_items"])
-    lines = ["# Replicating L2P on the shapes world (`python -m bench.replicate`)", "",
+    grid_side = b["size"] // b["pixel_patch"]
+    command = "python -m bench.replicate" + ("" if b["name"] in ("full", "smoke") else f" --budget {b['name']}")
+    lines = [f"# Replicating L2P on the shapes world at {grid_side}x{grid_side} tokens (`{command}`)", "",
              "Every number here comes from `bench/replicate/` on this repository's code: the world and its scorer "
              "(`shapes_world/`), a latent source trained on CPU, the pack's own conversion (`python -m l2p.convert`, "
              "`--init distill` included), the synthetic dataset rendered by the source through a real headless "
@@ -305,12 +308,14 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
               "", "## Validation curves (colour level at CFG "
               f"{b['cfg']:g}, by compute in training steps)", "", *curve_table(report), ""]
     for name in ("curves", "grid"):
-        if name in images and Path(images[name]).is_relative_to(RESULTS_MD.parent):
-            lines += [f"![{name}]({Path(images[name]).relative_to(RESULTS_MD.parent).as_posix()})", ""]
+        if name in images and Path(images[name]).is_relative_to(home):
+            lines += [f"![{name}]({Path(images[name]).relative_to(home).as_posix()})", ""]
     lines += ["## Is the trunk used?", "", *flow_table(report), ""]
     lines += ["## Models and runs", "",
               f"- Source: Z-Image DiT (diffusers `ZImageTransformer2DModel`), dim {b['dim']}, {b['layers']} blocks, "
-              f"{report['source']['params']:,} parameters; loss {report['source']['loss']}. VAE PSNR "
+              f"latent patch {b['latent_patch']}, {report['source']['params']:,} parameters; loss "
+              f"{report['source']['loss']}. L2P models: pixel patch {b['pixel_patch']}, the {b['head']} Detailer "
+              f"Head ({HEAD_WIDTH_DIV}x narrower). VAE PSNR "
               f"{report['vae']['psnr']:.1f} dB on the test renders. Source CFG chosen on validation: {src['cfg']:g}.",
               f"- Distill: {report.get('distill', {}).get('summary', '')} "
               f"({report.get('distill', {}).get('wall_seconds', 0):.0f} s).",
@@ -331,13 +336,15 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str]) -> str:
 
 
 def write_report(pipeline, report: dict[str, Any], smoke: bool = False) -> Path:
-    folder = pipeline.dir / "results" if smoke else RESULTS_DIR
+    folder, out = results_paths(pipeline.b)
+    if smoke:
+        folder = pipeline.dir / "results"
+        out = folder / "RESULTS.md"
     folder.mkdir(parents=True, exist_ok=True)
     images = plots(report, folder)
     images["grid"] = str(grid(pipeline, folder / "grid.png"))
-    out = folder / "RESULTS.md" if smoke else RESULTS_MD
     report["verdicts"] = verdicts(report)
-    out.write_text(markdown(pipeline, report, images), encoding="utf-8")
+    out.write_text(markdown(pipeline, report, images, out.parent), encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     return out
 

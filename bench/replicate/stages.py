@@ -38,14 +38,15 @@ from training.contract import TrainConfig, parse_event, to_toml
 
 from . import models
 from .config import (
+    FULL,
     HEAD_WIDTH_DIV,
     LATENT_SCALE,
     LATENT_SHIFT,
-    PIXEL_PATCH,
     REPO,
     RUNS,
     SCRATCH_LRS,
     SEEDS,
+    SMOKE,
     Budget,
     budget_dict,
     stage_key,
@@ -85,8 +86,8 @@ def scratch_l2p_state(budget: Budget, seed: int) -> dict[str, Tensor]:
     from l2p.tiny import official_trunk
 
     torch.manual_seed(seed)
-    trunk = official_trunk(budget.dim, budget.layers, 1, budget.heads, budget.cap_dim, PIXEL_PATCH)
-    head = build_head("1k", budget.dim, width_div=HEAD_WIDTH_DIV)
+    trunk = official_trunk(budget.dim, budget.layers, 1, budget.heads, budget.cap_dim, budget.pixel_patch)
+    head = build_head(budget.head, budget.dim, width_div=HEAD_WIDTH_DIV)
     return {k: v.contiguous() for k, v in official_state_dict(trunk, head).items()}
 
 
@@ -132,7 +133,9 @@ class Pipeline:
         self.b = budget
         self.dir = cache_dir / budget.name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.cache = Cache(self.dir, fresh)
+        # a variant of the full design reads the stages it shares with it (same key: the world, the VAE) from there
+        shared = () if budget.name in (FULL.name, SMOKE.name) else (cache_dir / FULL.name,)
+        self.cache = Cache(self.dir, fresh, shared=shared)
         self.stages = Stages(self.cache)
         self.fresh = fresh
         self.report: dict[str, Any] = {"budget": budget_dict(budget)}
@@ -311,8 +314,8 @@ class Pipeline:
         def make(folder: Path) -> dict[str, Any]:
             out = folder / "l2p-converted.safetensors"
             run_cli([sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out", str(out),
-                     "--patch", str(PIXEL_PATCH), "--init", "official", "--policy", "paper",
-                     "--seed", str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)])
+                     "--patch", str(self.b.pixel_patch), "--head", self.b.head, "--init", "official",
+                     "--policy", "paper", "--seed", str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)])
             for seed in sorted({r.seed for r in RUNS.values() if r.scratch}):
                 save_safetensors_atomic(scratch_l2p_state(self.b, SEEDS["scratch"] + seed),
                                         str(folder / f"scratch-{seed}.safetensors"),
@@ -341,7 +344,8 @@ class Pipeline:
             start = time.perf_counter()
             stdout = run_cli(
                 [sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out",
-                 str(folder / "l2p-distilled.safetensors"), "--patch", str(PIXEL_PATCH), "--init", "distill",
+                 str(folder / "l2p-distilled.safetensors"), "--patch", str(b.pixel_patch), "--head", b.head,
+                 "--init", "distill",
                  "--vae", str(self.vae_folder(folder)), "--policy", "paper", "--seed", str(SEEDS["convert"]),
                  "--head-width-div", str(HEAD_WIDTH_DIV), "--distill-images", str(self.syn_dir),
                  "--distill-size", str(b.size), "--distill-batch", str(b.distill_batch), "--distill-steps",

@@ -261,16 +261,25 @@ def _checked_config(sd: Mapping[str, torch.Tensor]) -> L2PConfig:
     return cfg
 
 
+def source_arch(sd: Mapping[str, torch.Tensor]) -> SourceArch:
+    """A latent source's adapter with its own latent patch, read from its embedder's width (released Z-Image: 2;
+    the replication's 8x8-token world: 1), so the pixel patch that matches one latent token follows the file."""
+    from ..arch import detect_arch
+
+    sd = strip_prefix(sd)
+    arch = detect_arch(sd.keys())
+    patch = infer_patch_size(sd, arch.latent_channels)
+    return arch if patch == arch.latent_patch else replace(arch, latent_patch=patch)
+
+
 def source_config(sd: Mapping[str, torch.Tensor], final_layer: bool = True) -> tuple[SourceArch, L2PConfig]:
     """A latent source's adapter and configuration (``head_variant`` None) from its shapes, every tensor checked
     like an L2P file's (``check_tensors``: the trunk and the latent final layer; ``norm_final`` is ignored).
 
     ``final_layer=False`` (the converter, which drops it): a source without any final-layer tensor is accepted;
     one with part of it is still incomplete."""
-    from ..arch import detect_arch
-
     sd = strip_prefix(sd)
-    arch = detect_arch(sd.keys())
+    arch = source_arch(sd)
     cfg = trunk_config(sd, in_channels=arch.latent_channels, head_variant=None)
     optional = () if final_layer else _FINAL_LAYER
     check_tensors(sd, cfg, optional=optional)
