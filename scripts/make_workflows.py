@@ -216,6 +216,9 @@ SHAPES_TE = "l2p-shapes-te.safetensors"  # the shapes world's files (shapes_worl
 SHAPES_L2P = "l2p-shapes-demo.safetensors"
 SHAPES_SOURCE = "l2p-shapes-source.safetensors"
 SHAPES_VAE = "l2p-shapes-vae.safetensors"
+# The shipped demo model's CFG, chosen on validation by the replication (its metadata l2p.shapes_world.cfg;
+# tests/test_demo.py checks that the two agree).
+SHAPES_CFG = 2.0
 SHAPES_PROMPT = "a red circle to the left of a blue square on a striped background"
 PROMPT = ("A red fox sitting in fresh snow at the edge of a pine forest at dawn, soft golden light, fine fur "
           "detail, shallow depth of field, photograph")
@@ -276,7 +279,7 @@ WORKFLOWS: dict[str, list[Node]] = {
                  models=downloads("ae.safetensors")),
         steps=8, cfg=1.0, size=1024, count=10000, folder="l2p_dataset"),
     "l2p_shapes_demo": text_to_image(
-        prompts=shapes_prompts(SHAPES_PROMPT), model=l2p_loader(SHAPES_L2P), steps=20, cfg=3.0, shift=1.0,
+        prompts=shapes_prompts(SHAPES_PROMPT), model=l2p_loader(SHAPES_L2P), steps=20, cfg=SHAPES_CFG, shift=1.0,
         width=64, height=64, batch=4, seed=42, prefix="L2P/shapes_demo"),
     "l2p_shapes_dataset": make_dataset(
         model=Node(1, "L2PSourceModelLoader", {"source": SHAPES_SOURCE, "weight_dtype": "default"},

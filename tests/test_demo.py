@@ -14,7 +14,7 @@ import safetensors
 import torch
 from PIL import Image
 
-from bench.replicate.config import FULL
+from bench.replicate.config import BUDGETS, FULL
 from bench.replicate.stages import scratch_l2p_state
 from l2p.format.tensor_io import save_safetensors_atomic
 from scripts.demo import (
@@ -22,6 +22,7 @@ from scripts.demo import (
     DEMO_PROMPTS,
     DEMO_TE,
     IMAGES_PER_PROMPT,
+    SHAPES_WORKFLOW,
     SHIPPED,
     main,
     plain_reason,
@@ -33,7 +34,7 @@ from shapes_world.prompts import NUMBER_WORDS
 
 # The floor the shipped model must reach on the demo's 24 images (README states it): colour-level procedural
 # GenEval (right colour, count, binding and position; any outline), mean of per-task accuracy.
-FLOOR = 0.25
+FLOOR = 0.29  # the 24 images score 0.417, 95% bootstrap interval [0.29, 0.58]; untrained: 0.010 on 96
 
 
 def test_shipped_model_is_small_and_in_the_official_layout():
@@ -41,8 +42,17 @@ def test_shipped_model_is_small_and_in_the_official_layout():
     assert l2p.stat().st_size + te.stat().st_size < 20 * 2**20
     with safetensors.safe_open(str(l2p), framework="pt") as f:
         keys, meta = set(f.keys()), f.metadata()
-    assert "all_x_embedder.16-1.weight" in keys and any(k.startswith("local_decoder.") for k in keys)
+    assert any(k.startswith("all_x_embedder.") for k in keys) and any(k.startswith("local_decoder.") for k in keys)
     assert meta["l2p.shapes_world.run"]
+
+
+def test_demo_workflow_samples_at_the_shipped_models_cfg():
+    """The replication chooses the shipped model's CFG on validation; the demo workflow must sample at it."""
+    with safetensors.safe_open(str(SHIPPED / "l2p" / DEMO_L2P), framework="pt") as f:
+        chosen = float(f.metadata()["l2p.shapes_world.cfg"])
+    graph = json.loads(SHAPES_WORKFLOW.read_text())
+    cfgs = {node["inputs"]["cfg"] for node in graph.values() if node["class_type"] == "KSampler"}
+    assert cfgs == {chosen}, f"the demo workflow samples at CFG {cfgs}; the shipped model was chosen at {chosen}"
 
 
 def test_shipped_model_beats_the_floor(tmp_path, capsys):
@@ -65,8 +75,10 @@ def test_shipped_model_beats_the_floor(tmp_path, capsys):
 
 
 def test_untrained_model_does_not_reach_the_floor(tmp_path):
+    with safetensors.safe_open(str(SHIPPED / "l2p" / DEMO_L2P), framework="pt") as f:
+        budget = BUDGETS[f.metadata().get("l2p.shapes_world.budget", FULL.name)]  # the shipped model's design
     untrained = tmp_path / "models" / "l2p-shapes-untrained.safetensors"
-    save_safetensors_atomic(scratch_l2p_state(FULL, seed=1), str(untrained), dtype=torch.float16)
+    save_safetensors_atomic(scratch_l2p_state(budget, seed=1), str(untrained), dtype=torch.float16)
     scores = run_demo(tmp_path / "out", {"l2p": [untrained]}, model=untrained.name)
     assert scores["n"] == len(DEMO_PROMPTS) * IMAGES_PER_PROMPT
     assert scores["colour_level"]["overall"] < FLOOR, scores

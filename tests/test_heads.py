@@ -163,8 +163,8 @@ def test_class_attributes_and_registry(variant):
 
 
 def test_variant_for_unknown_patch_names_the_supported_ones():
-    with pytest.raises(ValueError, match=r"patch size 32: supported patches are 8 \(0.5k\), 16 \(1k\), 64 \(4k\), 128 \(8k\), "
-                                         r"160 \(10k\)$"):
+    with pytest.raises(ValueError, match=r"patch size 32: supported patches are 8 \(0.5k\), 16 \(1k\), 64 \(4k\), "
+                                         r"128 \(8k\), 160 \(10k\)$"):
         variant_for_patch(32)
 
 

@@ -18,7 +18,8 @@ from l2p.pixel_dit import official_state_dict
 from l2p.tiny import DEMO_TE_FILE, tiny_l2p, write_demo_models
 
 API = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "api"
-VARIANTS = {"0.5k": (8, (64, 48)), "4k": (64, (192, 128)), "8k": (128, (256, 256)), "10k": (160, (320, 320))}  # patch, (w, h)
+# patch, (w, h)
+VARIANTS = {"0.5k": (8, (64, 48)), "4k": (64, (192, 128)), "8k": (128, (256, 256)), "10k": (160, (320, 320))}
 
 
 @pytest.fixture(scope="module")

@@ -370,7 +370,8 @@ def ship(pipeline, report: dict[str, Any], dest: Path = SHIPPED) -> str:
     with safetensors.safe_open(str(pipeline.start_file(name)[0]), framework="pt") as f:
         meta = dict(f.metadata() or {})
     val, test = run["chosen"]["val"], run["test"]
-    meta.update({"l2p.shapes_world.run": name, "l2p.shapes_world.step": str(run["chosen"]["step"]),
+    meta.update({"l2p.shapes_world.budget": pipeline.b.name, "l2p.shapes_world.run": name,
+                 "l2p.shapes_world.step": str(run["chosen"]["step"]),
                  "l2p.shapes_world.cfg": f"{run['chosen']['cfg']:g}",
                  "l2p.shapes_world.val_colour_level": f"{val[PRIMARY]['overall']:.4f}",
                  "l2p.shapes_world.test_colour_level": f"{test[PRIMARY]['overall']:.4f}",
