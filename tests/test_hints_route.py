@@ -88,14 +88,15 @@ def test_the_hint_describes_the_wired_model_and_shift(comfy_server):
     assert status == 200 and body["ok"], body
     assert body["shift"] == 1.0 and body["shift_from"] == "ModelSamplingAuraFlow" and body["model_known"]
     assert "shift 1 (set by ModelSamplingAuraFlow" in body["text"]
-    assert "64x64 -> 4x4 = 16 tokens (patch 16, head 1k)" in body["text"]
-    assert "shift 1 (set by ModelSamplingAuraFlow; native 1024x1024)" in body["text"]
-    assert f"model {SHAPES}: Z-Image L2P, native 1024x1024, default shift 3" in body["text"]
-    assert body["tokens"] == [4, 4] and body["native"] == [1024, 1024]
+    # the shipped shapes model: patch 8 and the 0.5K head, so 4096 tokens at 512x512
+    assert "64x64 -> 8x8 = 64 tokens (patch 8, head 0.5k)" in body["text"]
+    assert "shift 1 (set by ModelSamplingAuraFlow; native 512x512)" in body["text"]
+    assert f"model {SHAPES}: Z-Image L2P, native 512x512, default shift 3" in body["text"]
+    assert body["tokens"] == [8, 8] and body["native"] == [512, 512]
     # L2PNoiseShift auto: the resolution-aware shift of the node, from the file's patch.
     _, auto = hint(comfy_server, {**size, "shift_from": "L2PNoiseShift", "mode": "auto", "shift": 3})
-    assert auto["shift"] == pytest.approx(3 * 64 / 1024)
-    assert "shift 0.188 (L2PNoiseShift auto: 3 x sqrt(64x64 / 1024x1024))" in auto["text"]
+    assert auto["shift"] == pytest.approx(3 * 64 / 512)
+    assert "shift 0.375 (L2PNoiseShift auto: 3 x sqrt(64x64 / 512x512))" in auto["text"]
     # A sampler fed straight from the loader: the model's default (Z-Image: 3), whatever shift is sent.
     _, default = hint(comfy_server, {**size, "shift_from": "model", "shift": 7})
     assert default["shift"] == 3.0
