@@ -324,9 +324,9 @@ def test_shapes_demo_hint_shows_the_wired_shift(page):
     sampler takes the loader's model directly."""
     load(page, json.loads((REPO / "workflows" / "l2p_shapes_demo.json").read_text()))
     text = wait_for_hint(page, "L2PEmptyImage", "tokens")
-    assert "64x64 -> 4x4 = 16 tokens (patch 16, head 1k)" in text
-    assert "shift 1 (set by ModelSamplingAuraFlow" in text and "0.188" not in text
-    assert "model l2p-shapes-demo.safetensors: Z-Image L2P, native 1024x1024, default shift 3" in text
+    assert "64x64 -> 8x8 = 64 tokens (patch 8, head 0.5k)" in text
+    assert "shift 1 (set by ModelSamplingAuraFlow" in text and "0.375" not in text
+    assert "model l2p-shapes-demo.safetensors: Z-Image L2P, native 512x512, default shift 3" in text
     page.evaluate("""() => { const n = window.app.graph._nodes.find(x => x.type === "ModelSamplingAuraFlow");
         const w = n.widgets.find(w => w.name === "shift"); w.value = 2.5; w.callback(2.5); }""")
     assert "shift 2.5 (set by ModelSamplingAuraFlow" in wait_for_hint(page, "L2PEmptyImage", "shift 2.5")
