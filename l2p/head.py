@@ -377,7 +377,10 @@ def head_multiple(variant: str) -> int:
 def head_for_patch(patch_size: int) -> str:
     """The head a conversion at this pixel patch gets: the variant made for it (8 -> "0.5k", 16 -> "1k", ...),
     else the 1K head, which resizes the token map to its bottleneck."""
-    return next((v.name for v in HEAD_VARIANTS.values() if v.cls.patch_size == patch_size), "1k")
+    try:
+        return variant_for_patch(patch_size)
+    except ValueError:
+        return "1k"
 
 
 def variant_for_patch(patch_size: int) -> str:
