@@ -183,3 +183,21 @@ def test_verdicts_follow_the_pre_stated_criteria():
     assert not same["retention"]["pass"] and not same["above_scratch"]["pass"]
     low, high = same["test_difference"][1:]
     assert low < 0 < high
+
+
+def test_cost_bench_projects_the_training_stages_from_measured_steps():
+    """``python -m bench.replicate.cost`` times the heavy loops and projects the report's stage total from them."""
+    proc = subprocess.run([sys.executable, "-m", "bench.replicate.cost", "--budget", "full", "--steps", "3",
+                           "--reps", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("full: VAE step"))
+    vae_s, source_s = (float(head.split(kind)[1].split(" s ")[0]) for kind in ("VAE step ", "source step "))
+    assert vae_s > 0 and source_s > 0
+    # a stage is steps x seconds per step: 2500 VAE steps, 3000 source steps at the full budget (the printed
+    # seconds are rounded to 1 ms, so the printed minutes may differ by up to steps x 0.5 ms)
+    vae_min, source_min = (float(part.split(" min")[0]) for part in head.split("-> stage ")[1:])
+    assert abs(vae_min - vae_s * 2500 / 60) <= 0.05 + 2500 * 0.0005 / 60
+    assert abs(source_min - source_s * 3000 / 60) <= 0.05 + 3000 * 0.0005 / 60
+    assert sum(line.startswith("sampling, CFG ") for line in lines) == 2
+    assert any(line.startswith("stages as recorded: ") for line in lines)

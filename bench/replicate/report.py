@@ -331,7 +331,8 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str], home: Pat
               f"({sum(secs.values()) / 60:.0f} min) |", "",
               f"Wall time of this invocation: {report['total_seconds']:.0f} s. A cached stage keeps the seconds it "
               "took when it ran, on whichever machine and in whichever session that was (`--runs … --no-report` "
-              "runs the design in parts).", ""]
+              "runs the design in parts), alone or beside other jobs; `python -m bench.replicate.cost` times the "
+              "heavy loops alone and projects the total from them.", ""]
     return "\n".join(lines)
 
 
