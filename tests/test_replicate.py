@@ -201,3 +201,18 @@ def test_cost_bench_projects_the_training_stages_from_measured_steps():
     assert abs(source_min - source_s * 3000 / 60) <= 0.05 + 3000 * 0.0005 / 60
     assert sum(line.startswith("sampling, CFG ") for line in lines) == 2
     assert any(line.startswith("stages as recorded: ") for line in lines)
+
+
+def test_sample_steps_bench_pairs_each_step_count_with_the_budgets_own(smoke):
+    """Fewer Euler steps are compared on the same prompts and seeds: the budget's own count reproduces its images
+    (change exactly 0), another count is a colour level in [0, 1] with an interval around its change."""
+    proc = subprocess.run([sys.executable, "-m", "bench.replicate.sample_steps", "--smoke", "--cache",
+                           str(smoke.parent), "--steps", f"{SMOKE.sample_steps},1"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if " steps: colour level " in line]
+    assert len(lines) == 6 and sum(line.startswith("source (CFG ") for line in lines) == 3
+    same = [line for line in lines if f": {SMOKE.sample_steps} steps: colour level" in line and "change" in line]
+    assert len(same) == 2 and all(line.endswith("change 0.000 [0.000, 0.000]") for line in same)
+    for line in lines:
+        assert 0.0 <= float(line.split("colour level ")[1].split(",")[0]) <= 1.0
