@@ -4,6 +4,7 @@ with intervals, the verdicts, the validation curves, the flow loss per sigma; an
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 
 from shapes_world.scene import TASKS
 
-from .config import HEAD_WIDTH_DIV, MAIN_PAIR, RESULTS_MD, RUNS, SHIPPED, results_paths
+from .config import BUDGETS, HEAD_WIDTH_DIV, MAIN_PAIR, RESULTS_MD, RUNS, SHIPPED, results_paths
 
 LABELS = {
     "published": "L2P as published (released init, paper set, one rate)",
@@ -278,6 +279,10 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str], home: Pat
              "`--init distill` included), the synthetic dataset rendered by the source through a real headless "
              "ComfyUI with the pack's nodes (`workflows/l2p_shapes_dataset`), and the trainer (`training/launch.py`). "
              "Seeds are fixed; each stage is cached and reruns alone when its inputs change.", "", design]
+    others = [f"[{o.size // o.pixel_patch}x{o.size // o.pixel_patch} tokens]({os.path.relpath(md, home)})"
+              for o in BUDGETS.values() if o.name != b["name"] and (md := results_paths(o)[1]).is_file()]
+    if others:
+        lines[-1:-1] = [f"The same design at other token grids, each with its own verdicts: {', '.join(others)}.", ""]
     lines += ["## Verdicts", ""]
     if "retention" in v:
         r = v["retention"]
