@@ -216,3 +216,12 @@ def test_sample_steps_bench_pairs_each_step_count_with_the_budgets_own(smoke):
     assert len(same) == 2 and all(line.endswith("change 0.000 [0.000, 0.000]") for line in same)
     for line in lines:
         assert 0.0 <= float(line.split("colour level ")[1].split(",")[0]) <= 1.0
+
+
+@pytest.mark.parametrize("steps", [3, 20])
+def test_vae_training_runs_at_any_step_count(steps):
+    """The VAE's warm-up is never exactly one step (torch's OneCycleLR divides by zero there: 20 steps at 5%)."""
+    from bench.replicate.models import train_vae
+
+    _, losses = train_vae(torch.rand(4, 3, 16, 16) * 2 - 1, steps, 1, 1e-3, 1e-6, 0)
+    assert len(losses) == steps and all(np.isfinite(losses))

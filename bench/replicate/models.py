@@ -85,7 +85,9 @@ def train_vae(pool: Tensor, steps: int, batch: int, lr: float, kl_weight: float,
     with torch.no_grad():  # a small initial posterior std: unit sampling noise stalls a short training
         vae.quant_conv.bias[LATENT_CH:] -= 8.0
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2), pct_start=0.05)
+    # 5% warm-up; OneCycleLR divides by zero when the warm-up is exactly one step (20 steps), so at least 1.5
+    total = max(steps, 2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=max(0.05, 1.5 / total))
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(steps):
