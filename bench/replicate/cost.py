@@ -18,7 +18,8 @@ from dataclasses import replace
 import torch
 
 from . import models
-from .config import BUDGETS, HEAD_WIDTH_DIV, TOKENS8, VAE_DOWN, results_paths
+from .config import BUDGETS, TOKENS8, VAE_DOWN, results_paths
+from .stages import scratch_l2p_model
 
 
 def per_step(run, steps: int) -> float:
@@ -27,22 +28,12 @@ def per_step(run, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def pixel_model(budget):
-    from l2p.head import build_head
-    from l2p.pixel_dit import PixelDiT
-    from l2p.tiny import official_trunk
-
-    torch.manual_seed(0)
-    trunk = official_trunk(budget.dim, budget.layers, 1, budget.heads, budget.cap_dim, budget.pixel_patch)
-    return PixelDiT(trunk, build_head(budget.head, budget.dim, width_div=HEAD_WIDTH_DIV)).train(False)
-
-
 @torch.no_grad()
 def sampling_ms(budget, batch: int, reps: int) -> dict[str, list[float]]:
     """ms per image and Euler step with CFG: two forwards ("split") against one of twice the batch ("batched")."""
     from shapes_world import vocabulary
 
-    model, encoder = pixel_model(budget), models.new_text_encoder(vocabulary(), budget)
+    model, encoder = scratch_l2p_model(budget, 0).train(False), models.new_text_encoder(vocabulary(), budget)
     caps, empty = encoder(["a red circle"] * batch), encoder([""] * batch)
     x, sigma, cfg = torch.randn(batch, 3, budget.size, budget.size), torch.full((batch,), 0.5), budget.cfg
 

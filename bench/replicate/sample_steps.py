@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     budget = SMOKE if args.smoke else BUDGETS[args.budget]
     p = Pipeline(budget, Path(args.cache))
-    for stage in (p.world, p.vae, p.source, p.source_eval, p.files, p.convert, p.data_syn, p.distill):
-        stage()
+    p.prepare()
     p.evaluate_run(args.run)
     chosen = p.report["runs"][args.run]["chosen"]
     model = p.run_model(args.run, p.checkpoints(args.run)[0][chosen["step"]])

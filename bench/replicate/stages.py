@@ -79,16 +79,20 @@ class Split:
         return [s.task for s in self.scenes]
 
 
-def scratch_l2p_state(budget: Budget, seed: int) -> dict[str, Tensor]:
-    """An L2P model of the replication's size with every weight at its default init (official layout)."""
+def scratch_l2p_model(budget: Budget, seed: int) -> torch.nn.Module:
+    """An L2P model (``PixelDiT``) of the replication's size with every weight at its default init."""
     from l2p.head import build_head
-    from l2p.pixel_dit import official_state_dict
+    from l2p.pixel_dit import PixelDiT
     from l2p.tiny import official_trunk
 
     torch.manual_seed(seed)
     trunk = official_trunk(budget.dim, budget.layers, 1, budget.heads, budget.cap_dim, budget.pixel_patch)
-    head = build_head(budget.head, budget.dim, width_div=HEAD_WIDTH_DIV)
-    return {k: v.contiguous() for k, v in official_state_dict(trunk, head).items()}
+    return PixelDiT(trunk, build_head(budget.head, budget.dim, width_div=HEAD_WIDTH_DIV))
+
+
+def scratch_l2p_state(budget: Budget, seed: int) -> dict[str, Tensor]:
+    """The same in the official layout."""
+    return {k: v.contiguous() for k, v in scratch_l2p_model(budget, seed).official_state_dict().items()}
 
 
 def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> list[tuple[float, dict]]:
@@ -569,16 +573,14 @@ class Pipeline:
         self.report["source_eval"]["flow"] = self.stages.get("flow_source", key, make, group="flow")[1]
 
     # ------------------------------------------------------------------------------------------- all
+    def prepare(self) -> None:
+        """Every stage before the training runs: world, VAE, source and its scores, conversion, dataset, distill."""
+        for stage in (self.world, self.vae, self.source, self.source_eval, self.files, self.convert, self.data_syn,
+                      self.distill, self.source_flow):
+            stage()
+
     def run_all(self) -> dict[str, Any]:
-        self.world()
-        self.vae()
-        self.source()
-        self.source_eval()
-        self.files()
-        self.convert()
-        self.data_syn()
-        self.distill()
-        self.source_flow()
+        self.prepare()
         for name in (r for r in self.b.runs if not RUNS[r].scratch):
             self.evaluate_run(name, self.twin_cfg(name))
         if any(RUNS[r].scratch for r in self.b.runs):
