@@ -1,7 +1,7 @@
-"""Does the replication need its 20 Euler steps? ``python -m bench.replicate.sample_steps``.
+"""How many Euler steps does the replication need? ``python -m bench.replicate.sample_steps``.
 
-Sampling is the largest part of a rerun (``bench.replicate.cost``). This draws the validation split at fewer
-steps with the design's cached models (the shipped-model candidate at its chosen checkpoint and CFG, and the
+Sampling is the largest part of a rerun (``bench.replicate.cost``). This draws the validation split at other
+step counts with the design's cached models (the shipped-model candidate at its chosen checkpoint and CFG, and the
 source at its CFG) and prints each colour level with the paired bootstrap 95% interval of its change from the
 budget's own step count. Validation only: the test split is not touched.
 """
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", choices=list(BUDGETS), default=TOKENS8.name)
     ap.add_argument("--smoke", action="store_true", help="the smoke budget's cache (the test suite)")
     ap.add_argument("--cache", default=str(CACHE), help="cache folder (default: %(default)s)")
-    ap.add_argument("--steps", default="16,12", help="step counts to compare with the budget's (default: %(default)s)")
+    ap.add_argument("--steps", default="20,8", help="step counts to compare with the budget's (default: %(default)s)")
     ap.add_argument("--run", default="aligned", help="the L2P run (default: %(default)s)")
     args = ap.parse_args(argv)
     budget = SMOKE if args.smoke else BUDGETS[args.budget]
