@@ -44,6 +44,11 @@ def test_smoke_pipeline_runs_every_stage(smoke):
     stages |= {f"{kind}_{run}" for run in SMOKE.runs for kind in ("train", "eval")}
     stages |= {"eval_start_convert", "eval_start_distill"}  # step 0, sampled once per start model
     assert stages <= set(report["seconds"])
+    # the default --lanes 2: the scratch runs ran in the second process, so this one found them cached
+    assert report["lanes"] == 2
+    lane_log = (smoke / "lane-scratch.log").read_text()
+    assert "[train_scratch_s1] running" in lane_log and "train_scratch_s1" in report["cached"]
+    assert not any(name.startswith("train_scratch") for name in report["seconds"] if name not in report["cached"])
     assert report["data_syn"]["items"] == SMOKE.data_items
     assert "tokens aligned at block 1" in report["distill"]["summary"]
     assert report["scratch_lr"]["chosen"] in SCRATCH_LRS

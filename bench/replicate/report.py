@@ -332,9 +332,13 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str], home: Pat
     secs = report["seconds"]
     lines += ["", "## Stage timings", "", "| stage | seconds |", "| --- | ---: |"]
     lines += [f"| {k} | {s:.0f} |" for k, s in secs.items()]
-    lines += [f"| **all stages (a rerun from an empty cache)** | **{sum(secs.values()):.0f}** "
+    lanes = report.get("lanes", 1)
+    lines += [f"| **all stages, one after another** | **{sum(secs.values()):.0f}** "
               f"({sum(secs.values()) / 60:.0f} min) |", "",
-              f"Wall time of this invocation: {report['total_seconds']:.0f} s. A cached stage keeps the seconds it "
+              f"Wall time of this invocation: {report['total_seconds']:.0f} s"
+              + (" (the scratch runs in a second process beside the L2P runs, one thread each, so their stages "
+                 "overlap: the sum above is more than the wall time)" if lanes > 1 else "")
+              + ". A cached stage keeps the seconds it "
               "took when it ran, on whichever machine and in whichever session that was (`--runs … --no-report` "
               "runs the design in parts), alone or beside other jobs; `python -m bench.replicate.cost` times the "
               "heavy loops alone and projects the total from them.", ""]

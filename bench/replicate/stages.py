@@ -115,9 +115,10 @@ def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> list[tuple
     return events
 
 
-def run_cli(cmd: list[str]) -> str:
-    """Run one of the pack's CLIs (argument list, no shell, two threads); its stdout, or its error's last lines."""
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+def run_cli(cmd: list[str], threads: int) -> str:
+    """Run one of the pack's CLIs (argument list, no shell); its stdout, or its error's last lines."""
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[1:4])} exited with {done.returncode}: {done.stderr.strip()[-1500:]}")
     return done.stdout
@@ -133,7 +134,7 @@ def choose(scored: dict[Any, dict[str, Any]], prefer: Any) -> Any:
 
 
 class Pipeline:
-    def __init__(self, budget: Budget, cache_dir: Path, fresh: bool = False):
+    def __init__(self, budget: Budget, cache_dir: Path, fresh: bool = False, threads: int = 2):
         self.b = budget
         self.dir = cache_dir / budget.name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,13 @@ class Pipeline:
         self.scratch_lr: float | None = None
         self._samples: dict[str, Tensor] = {}  # each stage fetched once, so its seconds are counted once
         self._trained: dict[str, tuple[Path, dict[str, Any], str]] = {}
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        self.threads = 0
+        self.set_threads(threads)
+
+    def set_threads(self, threads: int) -> None:
+        """Threads for this process's torch and for the CLIs and trainers it starts (at most the CPU count)."""
+        self.threads = max(1, min(threads, os.cpu_count() or 1))
+        torch.set_num_threads(self.threads)
 
     # ------------------------------------------------------------------------------------------- helpers
     def folder_stage(self, name: str, key: str, make) -> tuple[Path, dict[str, Any]]:
@@ -319,7 +326,8 @@ class Pipeline:
             out = folder / "l2p-converted.safetensors"
             run_cli([sys.executable, "-m", "l2p.convert", "--source", str(self.source_file), "--out", str(out),
                      "--patch", str(self.b.pixel_patch), "--head", self.b.head, "--init", "official",
-                     "--policy", "paper", "--seed", str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)])
+                     "--policy", "paper", "--seed", str(SEEDS["convert"]), "--head-width-div", str(HEAD_WIDTH_DIV)],
+                    self.threads)
             for seed in sorted({r.seed for r in RUNS.values() if r.scratch}):
                 save_safetensors_atomic(scratch_l2p_state(self.b, SEEDS["scratch"] + seed),
                                         str(folder / f"scratch-{seed}.safetensors"),
@@ -354,7 +362,7 @@ class Pipeline:
                  "--head-width-div", str(HEAD_WIDTH_DIV), "--distill-images", str(self.syn_dir),
                  "--distill-size", str(b.size), "--distill-batch", str(b.distill_batch), "--distill-steps",
                  str(b.distill_steps), "--distill-head-steps", str(b.distill_steps), "--distill-lr",
-                 str(b.distill_lr), "--device", "cpu"])
+                 str(b.distill_lr), "--device", "cpu"], self.threads)
             line = next((ln for ln in stdout.splitlines() if "distill:" in ln), "")
             return {"summary": line.strip(" |"), "wall_seconds": time.perf_counter() - start}
 
@@ -412,7 +420,7 @@ class Pipeline:
             cfg_path = folder / "config.toml"
             cfg_path.write_text(to_toml(config), encoding="utf-8")
             events = run_logged([sys.executable, "training/launch.py", "--config", str(cfg_path)], folder / "log.txt",
-                                env={"OMP_NUM_THREADS": "2"})
+                                env={"OMP_NUM_THREADS": str(self.threads)})
             t0, start = next(((t, e) for t, e in events if e.get("event") == "start"), (0.0, {}))
             log = [(t - t0, e["step"], e["loss"]) for t, e in events if e.get("event") == "log"]
             if not log or log[-1][1] != steps:
@@ -573,17 +581,52 @@ class Pipeline:
         self.report["source_eval"]["flow"] = self.stages.get("flow_source", key, make, group="flow")[1]
 
     # ------------------------------------------------------------------------------------------- all
+    def start_lane(self, runs: list[str]) -> tuple[subprocess.Popen, Path]:
+        """``runs`` (after the shared stages, cached by now) in a second ``python -m bench.replicate`` with half
+        the threads; its output goes to a log in the cache folder."""
+        budget = ["--smoke"] if self.b.name == SMOKE.name else ["--budget", self.b.name]
+        cmd = [sys.executable, "-m", "bench.replicate", *budget, "--cache", str(self.dir.parent), "--runs",
+               ",".join(runs), "--no-report", "--lanes", "1", "--threads", str(max(1, self.threads // 2))]
+        log = self.dir / "lane-scratch.log"
+        print(f"[lanes] {', '.join(runs)} in a second process (log {log})", flush=True)
+        with open(log, "w", encoding="utf-8") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                    env={**os.environ, "OMP_NUM_THREADS": str(max(1, self.threads // 2))})
+        return proc, log
+
     def prepare(self) -> None:
         """Every stage before the training runs: world, VAE, source and its scores, conversion, dataset, distill."""
         for stage in (self.world, self.vae, self.source, self.source_eval, self.files, self.convert, self.data_syn,
                       self.distill, self.source_flow):
             stage()
 
-    def run_all(self) -> dict[str, Any]:
+    def run_all(self, lanes: int = 1) -> dict[str, Any]:
+        """Every stage. ``lanes=2``: after the shared stages, the scratch runs train and are scored in a second
+        process while this one does the L2P runs, one thread each: on 2 cores two one-thread processes do about
+        1.3x the work of one with two threads (these models are too small to keep a second thread busy;
+        ``python -m bench.replicate.cost``). This process then reads the other lane's stages from the cache."""
         self.prepare()
-        for name in (r for r in self.b.runs if not RUNS[r].scratch):
-            self.evaluate_run(name, self.twin_cfg(name))
-        if any(RUNS[r].scratch for r in self.b.runs):
+        l2p_runs = [r for r in self.b.runs if not RUNS[r].scratch]
+        scratch_runs = [r for r in self.b.runs if RUNS[r].scratch]
+        threads = self.threads
+        lane = self.start_lane(scratch_runs) if lanes > 1 and l2p_runs and scratch_runs and not self.fresh else None
+        try:
+            if lane is not None:
+                self.set_threads(max(1, threads // 2))
+            for name in l2p_runs:
+                self.evaluate_run(name, self.twin_cfg(name))
+        except BaseException:
+            if lane is not None:
+                lane[0].kill()
+                lane[0].wait()
+            raise
+        finally:
+            self.set_threads(threads)
+        if lane is not None and (code := lane[0].wait()) != 0:
+            tail = "".join(lane[1].read_text(encoding="utf-8").splitlines(keepends=True)[-15:])
+            raise RuntimeError(f"the scratch lane exited with {code}; log {lane[1]}:\n{tail}")
+        self.report["lanes"] = 1 if lane is None else 2
+        if scratch_runs:
             self.scratch()
         self.report["seconds"] = self.stages.seconds
         self.report["cached"] = self.stages.cached
