@@ -193,7 +193,7 @@ def test_verdicts_follow_the_pre_stated_criteria():
 def test_cost_bench_projects_the_training_stages_from_measured_steps():
     """``python -m bench.replicate.cost`` times the heavy loops and projects the report's stage total from them."""
     proc = subprocess.run([sys.executable, "-m", "bench.replicate.cost", "--budget", "full", "--steps", "3",
-                           "--reps", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "--reps", "1", "--lanes", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     head = next(line for line in lines if line.startswith("full: VAE step"))
@@ -205,7 +205,11 @@ def test_cost_bench_projects_the_training_stages_from_measured_steps():
     assert abs(vae_min - vae_s * 2500 / 60) <= 0.05 + 2500 * 0.0005 / 60
     assert abs(source_min - source_s * 3000 / 60) <= 0.05 + 3000 * 0.0005 / 60
     assert sum(line.startswith("sampling, CFG ") for line in lines) == 2
-    assert any(line.startswith("stages as recorded: ") for line in lines)
+    assert any(line.startswith("stages as recorded, one after another: ") for line in lines)
+    # the lanes comparison: one round, both ratios measured (positive; what they are depends on the machine)
+    (lanes,) = [line for line in lines if line.startswith("lanes, round ")]
+    ratios = [float(part.split("x ")[0]) for part in lanes.split(" do ")[1].split(" and ")]
+    assert len(ratios) == 2 and all(r > 0 for r in ratios), lanes
 
 
 def test_sample_steps_bench_pairs_each_step_count_with_the_budgets_own(smoke):
