@@ -193,7 +193,7 @@ def test_verdicts_follow_the_pre_stated_criteria():
 def test_cost_bench_projects_the_training_stages_from_measured_steps():
     """``python -m bench.replicate.cost`` times the heavy loops and projects the report's stage total from them."""
     proc = subprocess.run([sys.executable, "-m", "bench.replicate.cost", "--budget", "full", "--steps", "3",
-                           "--reps", "1", "--lanes", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "--reps", "1", "--lanes", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     head = next(line for line in lines if line.startswith("full: VAE step"))
