@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run and cache the stages only (the design in parts, across sessions); write no report "
                          "(--ship still ships: the report of a measured run stays as it was)")
     ap.add_argument("--lanes", type=int, choices=(1, 2), default=2,
-                    help="2: the scratch runs in a second process beside the L2P runs, one thread each (1.3x the "
-                         "throughput on 2 cores); 1: one after another (default: %(default)s; --fresh uses 1)")
+                    help="2: the scratch runs in a second process beside the L2P runs, one thread each (1.1-1.3x "
+                         "the throughput on 2 cores); 1: one after another (default: %(default)s; --fresh uses 1)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in all (default: %(default)s)")
     args = ap.parse_args(argv)
     from pathlib import Path

@@ -602,8 +602,8 @@ class Pipeline:
 
     def run_all(self, lanes: int = 1) -> dict[str, Any]:
         """Every stage. ``lanes=2``: after the shared stages, the scratch runs train and are scored in a second
-        process while this one does the L2P runs, one thread each: on 2 cores two one-thread processes do about
-        1.3x the work of one with two threads (these models are too small to keep a second thread busy;
+        process while this one does the L2P runs, one thread each: on 2 cores two one-thread processes do
+        1.1-1.3x the work of one with two threads (these models are too small to keep a second thread busy;
         ``python -m bench.replicate.cost``). This process then reads the other lane's stages from the cache."""
         self.prepare()
         l2p_runs = [r for r in self.b.runs if not RUNS[r].scratch]
