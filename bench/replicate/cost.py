@@ -127,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
               f"source training and {gain['sample']:.2f}x the sampling of one 2-thread process", flush=True)
     report = results_paths(budget)[0] / "report.json"
     if report.is_file():
-        seconds = json.loads(report.read_text())["seconds"]
+        recorded_run = json.loads(report.read_text())
+        seconds = recorded_run["seconds"]
         total = sum(seconds.values())
         rerun = total + sum(projected[k] - seconds[k] for k in projected if k in seconds)
         recorded = ", ".join(f"{k} {seconds[k] / 60:.0f}" for k in projected if k in seconds)
-        overlap = " (with lanes some overlapped: the wall time was less)" if json.loads(
-            report.read_text()).get("lanes", 1) > 1 else ""
+        overlap = " (with lanes some overlapped: the wall time was less)" if recorded_run.get("lanes", 1) > 1 else ""
         print(f"stages as recorded, one after another: {total / 60:.0f} min ({recorded} min){overlap}; with the two "
               f"training stages as measured here: {rerun / 60:.0f} min")
     return 0

@@ -581,17 +581,17 @@ class Pipeline:
         self.report["source_eval"]["flow"] = self.stages.get("flow_source", key, make, group="flow")[1]
 
     # ------------------------------------------------------------------------------------------- all
-    def start_lane(self, runs: list[str]) -> tuple[subprocess.Popen, Path]:
-        """``runs`` (after the shared stages, cached by now) in a second ``python -m bench.replicate`` with half
-        the threads; its output goes to a log in the cache folder."""
+    def start_lane(self, runs: list[str], threads: int) -> tuple[subprocess.Popen, Path]:
+        """``runs`` (after the shared stages, cached by now) in a second ``python -m bench.replicate`` with
+        ``threads``; its output goes to a log in the cache folder."""
         budget = ["--smoke"] if self.b.name == SMOKE.name else ["--budget", self.b.name]
         cmd = [sys.executable, "-m", "bench.replicate", *budget, "--cache", str(self.dir.parent), "--runs",
-               ",".join(runs), "--no-report", "--lanes", "1", "--threads", str(max(1, self.threads // 2))]
+               ",".join(runs), "--no-report", "--lanes", "1", "--threads", str(threads)]
         log = self.dir / "lane-scratch.log"
         print(f"[lanes] {', '.join(runs)} in a second process (log {log})", flush=True)
         with open(log, "w", encoding="utf-8") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                    env={**os.environ, "OMP_NUM_THREADS": str(max(1, self.threads // 2))})
+                                    env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         return proc, log
 
     def prepare(self) -> None:
@@ -608,11 +608,12 @@ class Pipeline:
         self.prepare()
         l2p_runs = [r for r in self.b.runs if not RUNS[r].scratch]
         scratch_runs = [r for r in self.b.runs if RUNS[r].scratch]
-        threads = self.threads
-        lane = self.start_lane(scratch_runs) if lanes > 1 and l2p_runs and scratch_runs and not self.fresh else None
+        threads, lane_threads = self.threads, max(1, self.threads // 2)
+        split = lanes > 1 and l2p_runs and scratch_runs and not self.fresh
+        lane = self.start_lane(scratch_runs, lane_threads) if split else None
         try:
             if lane is not None:
-                self.set_threads(max(1, threads // 2))
+                self.set_threads(lane_threads)
             for name in l2p_runs:
                 self.evaluate_run(name, self.twin_cfg(name))
         except BaseException:
