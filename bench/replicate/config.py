@@ -152,12 +152,14 @@ FULL = Budget()
 # - 12 Euler steps instead of 20 (sampling is over half of it): on the 180 validation prompts, the colour level at
 #   12 steps minus at 20 is -0.022 [-0.061, 0.017] for the aligned run and +0.022 [-0.011, 0.056] for the source
 #   (paired bootstrap 95%, ``python -m bench.replicate.sample_steps``): no difference either way;
-# - the VAE at half the steps (1250; 2500 took 28 min and its loss fell only 0.114 -> 0.095 over the last 1000);
+# - the VAE at 1000 steps and the source at 2000 instead of 2500 and 3000 (the two took 55 min of the 20-step
+#   run; their losses fell only 0.133 -> 0.095 and 0.409 -> 0.353 over their last 1500 and 1800 steps), and the
+#   flow loss on 60 validation images instead of 120;
 # - 120 validation prompts (20 per task) instead of 180: every choice is still made on validation, at two thirds of
 #   its sampling. Splitting the VAE's and the source's batches over two one-thread processes (gloo, averaged
 #   gradients) was tried and measured 0.90-1.16x one two-thread process: not worth its code.
-TOKENS8 = replace(FULL, name="tokens8", latent_patch=1, dim=128, heads=2, sample_steps=12, vae_steps=1250,
-                  val_prompts=120)
+TOKENS8 = replace(FULL, name="tokens8", latent_patch=1, dim=128, heads=2, sample_steps=12, vae_steps=1000,
+                  source_steps=2000, val_prompts=120, flow_items=60)
 BUDGETS = {b.name: b for b in (FULL, TOKENS8)}
 # three blocks: the paper set (first and last) leaves one frozen for the aligned conversion to align to
 SMOKE = Budget(name="smoke", layers=3, pool=64, val_prompts=12, test_prompts=12, validate=60, vae_steps=3,
