@@ -20,7 +20,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from bench.replicate.config import RUNS, SCRATCH_LRS, SMOKE
+from bench.replicate.config import BUDGETS, RUNS, SCRATCH_LRS, SMOKE, budget_dict, results_paths
 from bench.replicate.models import bake_latent_norm, new_vae
 from dataset.folder import read_metadata
 from l2p.format.tensor_io import save_safetensors_atomic
@@ -188,6 +188,21 @@ def test_verdicts_follow_the_pre_stated_criteria():
     assert not same["retention"]["pass"] and not same["above_scratch"]["pass"]
     low, high = same["test_difference"][1:]
     assert low < 0 < high
+
+
+@pytest.mark.parametrize("name", sorted(BUDGETS))
+def test_committed_report_is_its_budgets_and_its_recorded_numbers(name):
+    """Each design's committed RESULTS.md is what the current report code writes from its report.json, and the
+    recorded budget is the code's: a budget edited without a rerun, or a report edited by hand, fails here."""
+    from bench.replicate.report import recorded_markdown
+
+    budget = BUDGETS[name]
+    folder, md = results_paths(budget)
+    recorded = json.loads((folder / "report.json").read_text(encoding="utf-8"))["budget"]
+    assert recorded == json.loads(json.dumps(budget_dict(budget))), f"{name}: rerun it or keep its old budget"
+    path, text = recorded_markdown(budget)
+    assert path == md and md.read_text(encoding="utf-8") == text, f"python -m bench.replicate.report --budget {name}"
+    assert f"python -m bench.replicate{'' if budget.name == 'full' else f' --budget {name}'}`" in text.splitlines()[0]
 
 
 def test_cost_bench_projects_the_training_stages_from_measured_steps():

@@ -13,7 +13,7 @@ import torch
 
 from shapes_world.scene import TASKS
 
-from .config import BUDGETS, HEAD_WIDTH_DIV, MAIN_PAIR, RESULTS_MD, RUNS, SHIPPED, results_paths
+from .config import BUDGETS, HEAD_WIDTH_DIV, MAIN_PAIR, RESULTS_MD, RUNS, SHIPPED, Budget, results_paths
 
 LABELS = {
     "published": "L2P as published (released init, paper set, one rate)",
@@ -260,12 +260,12 @@ def plots(report: dict[str, Any], folder: Path) -> dict[str, str]:
                                  "compute (training steps; distill counted)", "colour level")}
 
 
-def markdown(pipeline, report: dict[str, Any], images: dict[str, str], home: Path = RESULTS_MD.parent) -> str:
+def markdown(budget: Budget, report: dict[str, Any], images: dict[str, str], home: Path = RESULTS_MD.parent) -> str:
     """The report; ``home`` is the markdown file's folder (image links are relative to it)."""
     b = report["budget"]
     v = verdicts(report)
     src = report["source_eval"]
-    extra = pipeline.b.scratch_extra_steps
+    extra = budget.scratch_extra_steps
     design = DESIGN.format(rates=", ".join(f"{r:g}" for r in sorted({RUNS[n].lr for n in RUNS if RUNS[n].lr
                                                                     and RUNS[n].scratch})),
                            extra=extra, val=b["val_prompts"], val_task=b["val_prompts"] // len(TASKS), cfg=b["cfg"],
@@ -279,10 +279,12 @@ def markdown(pipeline, report: dict[str, Any], images: dict[str, str], home: Pat
              "`--init distill` included), the synthetic dataset rendered by the source through a real headless "
              "ComfyUI with the pack's nodes (`workflows/l2p_shapes_dataset`), and the trainer (`training/launch.py`). "
              "Seeds are fixed; each stage is cached and reruns alone when its inputs change.", "", design]
-    others = [f"[{o.size // o.pixel_patch}x{o.size // o.pixel_patch} tokens]({os.path.relpath(md, home)})"
+    others = [f"[{o.size // o.pixel_patch}x{o.size // o.pixel_patch} tokens, `{o.name}` budget]"
+              f"({os.path.relpath(md, home)})"
               for o in BUDGETS.values() if o.name != b["name"] and (md := results_paths(o)[1]).is_file()]
     if others:
-        lines[-1:-1] = [f"The same design at other token grids, each with its own verdicts: {', '.join(others)}.", ""]
+        lines[-1:-1] = [f"The same design at other token grids or budgets, each with its own verdicts: "
+                        f"{', '.join(others)}.", ""]
     lines += ["## Verdicts", ""]
     if "retention" in v:
         r = v["retention"]
@@ -354,8 +356,25 @@ def write_report(pipeline, report: dict[str, Any], smoke: bool = False) -> Path:
     images = plots(report, folder)
     images["grid"] = str(grid(pipeline, folder / "grid.png"))
     report["verdicts"] = verdicts(report)
-    out.write_text(markdown(pipeline, report, images, out.parent), encoding="utf-8")
+    out.write_text(markdown(pipeline.b, report, images, out.parent), encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    return out
+
+
+def recorded_markdown(budget: Budget) -> tuple[Path, str]:
+    """A design's RESULTS.md (path, text) from its recorded report.json and the plots beside it, nothing rerun."""
+    folder, out = results_paths(budget)
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    if report["budget"]["name"] != budget.name:
+        raise ValueError(f"{folder / 'report.json'} records budget {report['budget']['name']!r}, not {budget.name!r}")
+    images = {name: str(folder / f"{name}.png") for name in ("curves", "grid") if (folder / f"{name}.png").is_file()}
+    return out, markdown(budget, report, images, out.parent)
+
+
+def rewrite_markdown(budget: Budget) -> Path:
+    """For when the report's wording or links change (``python -m bench.replicate.report``)."""
+    out, text = recorded_markdown(budget)
+    out.write_text(text, encoding="utf-8")
     return out
 
 
@@ -392,3 +411,20 @@ def ship(pipeline, report: dict[str, Any], dest: Path = SHIPPED) -> str:
     save_safetensors_atomic(pipeline.te_sd, str(files[1]), metadata=pipeline.te_meta, dtype=torch.float16)
     sizes = {p.name: p.stat().st_size / 2**20 for p in files}
     return f"shipped {name}: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in sizes.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.replicate.report",
+                                 description="A design's RESULTS.md again from its report.json; nothing reruns.")
+    ap.add_argument("--budget", choices=list(BUDGETS), action="append", help="default: every design with a report")
+    args = ap.parse_args(argv)
+    names = args.budget or [n for n, b in BUDGETS.items() if (results_paths(b)[0] / "report.json").is_file()]
+    for name in names:
+        print(f"rewrote {rewrite_markdown(BUDGETS[name])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
