@@ -3,6 +3,7 @@ with intervals, the verdicts, the validation curves, the flow loss per sigma; an
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -71,14 +72,21 @@ def strata(tasks: list[str]) -> list[np.ndarray]:
     return [np.flatnonzero(np.asarray(tasks) == t) for t in TASKS if t in tasks]
 
 
+@functools.lru_cache(maxsize=8)
+def resamples(tasks: tuple[str, ...], seed: int) -> np.ndarray:
+    """The bootstrap's prompt indices, one row per resample, drawn within each task; the same for every statistic
+    on the same prompts (drawing them is most of a report's time)."""
+    rng = np.random.default_rng(seed)
+    groups = strata(list(tasks))
+    rows = [np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups]) for _ in range(RESAMPLES)]
+    rows_array = np.stack(rows)
+    rows_array.flags.writeable = False
+    return rows_array
+
+
 def bootstrap(stat, arrays: list[np.ndarray], tasks: list[str], seed: int = 0) -> tuple[float, float, float]:
     """``stat(*arrays)`` and its 95% percentile interval, resampling prompts within each task (pairs kept)."""
-    rng = np.random.default_rng(seed)
-    groups = strata(tasks)
-    draws = []
-    for _ in range(RESAMPLES):
-        idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
-        draws.append(stat(*(a[idx] for a in arrays)))
+    draws = [stat(*(a[idx] for a in arrays)) for idx in resamples(tuple(tasks), seed)]
     value = stat(*arrays)
     return float(value), float(np.nanpercentile(draws, 2.5)), float(np.nanpercentile(draws, 97.5))
 
