@@ -162,7 +162,8 @@ TOKENS8 = replace(FULL, name="tokens8", latent_patch=1, dim=128, heads=2, sample
                   source_steps=2000, val_prompts=120, flow_items=60)
 # The same 8x8-token design at FULL's budget (20 Euler steps, the VAE at 2500 steps, the source at 3000, 180
 # validation prompts): the run the shipped demo model comes from (measured at commit 9565ec5, both criteria passed;
-# bench/results/replicate-tokens8-full/). It does not fit 2 h on 2 cores (about 128 min projected on a fast host).
+# bench/results/replicate-tokens8-full/; its aligned run reproduced bit for bit at commit 0e3dccf). It does not fit
+# 2 h on 2 cores (about 128 min projected on a fast host).
 TOKENS8_FULL = replace(FULL, name="tokens8-full", latent_patch=1, dim=128, heads=2)
 BUDGETS = {b.name: b for b in (FULL, TOKENS8, TOKENS8_FULL)}
 # three blocks: the paper set (first and last) leaves one frozen for the aligned conversion to align to
