@@ -6,6 +6,7 @@
     python -m bench.replicate --ship     # also copy the best L2P model and the text encoder to shapes_world/models
     python -m bench.replicate --runs aligned --no-report   # one part of the design: its stages, cached, no report
     python -m bench.replicate --budget tokens8   # the design at 8x8 tokens: bench/results/replicate-tokens8/RESULTS.md
+    python -m bench.replicate --budget tokens8-full --runs aligned --ship   # the shipped demo model, bit for bit
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.replicate", description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="toy budgets: every stage in about a minute")
     ap.add_argument("--budget", choices=list(BUDGETS), default=FULL.name,
-                    help="full: 4x4 tokens (bench/RESULTS.md); tokens8: 8x8 tokens, its own cache and report")
+                    help="full: 4x4 tokens (bench/RESULTS.md); tokens8: 8x8 tokens in 2 h; tokens8-full: 8x8 "
+                         "tokens at full's steps (the shipped model's run); each its own cache and report")
     ap.add_argument("--fresh", action="store_true", help="rerun every stage (ignore the cache)")
     ap.add_argument("--ship", action="store_true", help="copy the best model + text encoder to shapes_world/models")
     ap.add_argument("--cache", default=str(CACHE), help="cache folder (default: %(default)s)")
