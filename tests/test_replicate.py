@@ -20,7 +20,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from bench.replicate.config import BUDGETS, RUNS, SCRATCH_LRS, SMOKE, budget_dict, results_paths
+from bench.replicate.config import BUDGETS, FULL, RUNS, SCRATCH_LRS, SMOKE, budget_dict, results_paths
 from bench.replicate.models import bake_latent_norm, new_vae
 from dataset.folder import read_metadata
 from l2p.format.tensor_io import save_safetensors_atomic
@@ -202,7 +202,7 @@ def test_committed_report_is_its_budgets_and_its_recorded_numbers(name):
     assert recorded == json.loads(json.dumps(budget_dict(budget))), f"{name}: rerun it or keep its old budget"
     path, text = recorded_markdown(budget)
     assert path == md and md.read_text(encoding="utf-8") == text, f"python -m bench.replicate.report --budget {name}"
-    assert f"python -m bench.replicate{'' if budget.name == 'full' else f' --budget {name}'}`" in text.splitlines()[0]
+    assert f"python -m bench.replicate{'' if budget == FULL else f' --budget {name}'}`" in text.splitlines()[0]
 
 
 def test_cost_bench_projects_the_training_stages_from_measured_steps():
